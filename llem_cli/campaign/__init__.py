@@ -1,0 +1,1 @@
+"""The campaign file: loading with source positions, the pydantic model, and its checks."""

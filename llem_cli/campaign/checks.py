@@ -1,0 +1,176 @@
+"""Checks that relate parts of a valid-shaped campaign to each other.
+
+They run after the pydantic model accepted the structure, on the expansion the
+plan will use, so "validate says ok" and "plan runs" can never disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llem_cli.campaign.model import Campaign
+from llem_cli.campaign.placeholders import BUILTINS, placeholder_names
+from llem_cli.campaign.problems import Problem, dotted
+from llem_cli.campaign.yaml_source import PathKey, SourceDoc, child
+from llem_cli.plan import Expansion, expand
+
+
+class _Collector:
+    """Collects problems with positions taken from the source document."""
+
+    def __init__(self, doc: SourceDoc, file: str) -> None:
+        self.doc, self.file = doc, file
+        self.problems: list[Problem] = []
+
+    def error(self, path: PathKey, message: str, *, of_key: bool = False) -> None:
+        pos = self.doc.position(path, of_key=of_key)
+        self.problems.append(Problem(self.file, pos, path, message))
+
+    def warn(self, path: PathKey, message: str, *, of_key: bool = False) -> None:
+        pos = self.doc.position(path, of_key=of_key)
+        self.problems.append(Problem(self.file, pos, path, message, warning=True))
+
+
+def check_campaign(
+    campaign: Campaign, doc: SourceDoc, file: str, base_dir: Path
+) -> tuple[Expansion | None, list[Problem]]:
+    """Every cross-field problem of ``campaign``; the expansion when it could be made."""
+    out = _Collector(doc, file)
+    _check_compose_files(campaign, base_dir, out)
+    backends_ok = _check_backend_names(campaign, out)
+    if not backends_ok:
+        return None, out.problems
+    expansion = expand(campaign)
+    for origin, config_id in expansion.duplicates:
+        where = "the grid" if origin == ("grid",) else "an earlier configuration"
+        out.error(
+            origin, f"duplicate configuration (same backend and params as {where}; {config_id})"
+        )
+    for index, hits in enumerate(expansion.exclude_hits):
+        if hits == 0:
+            out.warn(("exclude", index), "matches no configuration")
+    if not expansion.configs:
+        out.error((), "the campaign expands to no configuration (add a grid or experiments)")
+        return expansion, out.problems
+    _check_placeholders(campaign, expansion, out)
+    _check_prune_axes(campaign, expansion, out)
+    used = {config.backend for config in expansion.configs}
+    for name in campaign.backends:
+        if name not in used:
+            out.warn(("backends", name), "has no configuration: it will never run", of_key=True)
+    return expansion, out.problems
+
+
+def _check_compose_files(campaign: Campaign, base_dir: Path, out: _Collector) -> None:
+    several = isinstance(doc_value(out.doc, ("compose",)), list)
+    for index, rel in enumerate(campaign.compose_files):
+        path = ("compose", index) if several else ("compose",)
+        target = base_dir / rel
+        if not target.is_file():
+            out.error(
+                path, f"compose file not found: {target} (paths are relative to the campaign file)"
+            )
+
+
+def doc_value(doc: SourceDoc, path: PathKey) -> object:
+    """The raw value at ``path`` in the loaded YAML, or None."""
+    node: object = doc.data
+    for part in path:
+        found, node = child(node, part)
+        if not found:
+            return None
+    return node
+
+
+def _check_backend_names(campaign: Campaign, out: _Collector) -> bool:
+    """``backend`` values and ``per_backend`` keys must name declared backends."""
+    known = list(campaign.backends)
+    listing = ", ".join(known)
+    ok = True
+
+    def check(value: object, path: PathKey) -> None:
+        nonlocal ok
+        if not isinstance(value, str) or value not in campaign.backends:
+            out.error(path, f"'{value}' names no backend (backends: {listing})")
+            ok = False
+
+    for index, value in enumerate((campaign.grid or {}).get("backend", [])):
+        check(value, ("grid", "backend", index))
+    for name, axes in campaign.per_backend.items():
+        if name not in campaign.backends:
+            out.error(
+                ("per_backend", name),
+                f"'{name}' names no backend (backends: {listing})",
+                of_key=True,
+            )
+            ok = False
+        for axis in axes:
+            if axis == "backend":
+                out.error(
+                    ("per_backend", name, axis),
+                    "'backend' cannot be a per-backend axis",
+                    of_key=True,
+                )
+                ok = False
+            elif axis in (campaign.grid or {}):
+                out.error(
+                    ("per_backend", name, axis), f"'{axis}' is already a grid axis", of_key=True
+                )
+                ok = False
+    for index, entry in enumerate(campaign.experiments):
+        if "backend" in entry:
+            check(entry["backend"], ("experiments", index, "backend"))
+        elif len(known) > 1:
+            out.error(("experiments", index), f"needs a 'backend' key (backends: {listing})")
+            ok = False
+    for index, entry in enumerate(campaign.exclude):
+        if "backend" in entry:
+            check(entry["backend"], ("exclude", index, "backend"))
+    return ok
+
+
+def _check_placeholders(campaign: Campaign, expansion: Expansion, out: _Collector) -> None:
+    """Each placeholder must be a built-in or a param of every configuration of its backend."""
+    shapes: dict[str, dict[frozenset[str], PathKey]] = {}
+    for config in expansion.configs:
+        shapes.setdefault(config.backend, {}).setdefault(frozenset(config.params), config.origin)
+    for name, backend in campaign.backends.items():
+        backend_shapes = shapes.get(name, {})
+        if not backend_shapes:
+            continue
+        everywhere = frozenset.intersection(*backend_shapes)
+        for index, item in enumerate(backend.command):
+            for placeholder in placeholder_names(item):
+                if placeholder in BUILTINS or placeholder in everywhere:
+                    continue
+                path = ("backends", name, "command", index)
+                lacking = [o for keys, o in backend_shapes.items() if placeholder not in keys]
+                if len(lacking) < len(backend_shapes):
+                    out.error(
+                        path,
+                        f"placeholder {{{placeholder}}} is missing from some configurations of "
+                        f"'{name}' (e.g. {dotted(lacking[0])}); "
+                        f"add it there or write {{{{{placeholder}}}}}",
+                    )
+                else:
+                    params = ", ".join(sorted(everywhere)) or "none"
+                    out.error(
+                        path,
+                        f"placeholder {{{placeholder}}} matches no param of '{name}' "
+                        f"(params: {params}; built-ins: {', '.join(BUILTINS)}); "
+                        f"write {{{{{placeholder}}}}} for a literal",
+                    )
+
+
+def _check_prune_axes(campaign: Campaign, expansion: Expansion, out: _Collector) -> None:
+    """``prune_on_oom`` axes must exist and be numeric, or pruning would silently do nothing."""
+    axes = campaign.execution.prune_on_oom
+    if not axes:
+        return
+    for index, axis in enumerate(axes):
+        values = [c.params[axis] for c in expansion.configs if axis in c.params]
+        path = ("execution", "prune_on_oom", index)
+        if not values:
+            out.error(path, f"'{axis}' is not a param of any configuration")
+        elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            out.error(path, f"'{axis}' has non-numeric values: pruning needs numbers")

@@ -1,0 +1,152 @@
+"""The campaign file as a pydantic v2 model: the single source of its schema.
+
+Structural rules live here (types, ranges, unknown keys); rules that relate one
+part of the file to another (a ``backend`` value naming a backend, placeholders
+matching params) live in :mod:`llem_cli.campaign.checks`, which needs the
+expanded plan.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+
+from llem_cli.durations import parse_duration
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(h|m|s|ms)?)+\s*$"},
+    ],
+    "description": "seconds, or a duration such as 90s, 5m, 1h30m",
+}
+
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+"""A duration in seconds, written as ``90``, ``90s``, ``5m`` or ``1h30m``."""
+
+Scalar = str | int | float | bool
+"""A param value: what a grid axis lists and a placeholder substitutes."""
+
+
+def _command_item(value: object) -> str:
+    """Command items are strings; numbers become strings, anything else is refused."""
+    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+        kind = {bool: "a boolean", type(None): "null"}.get(type(value), "a mapping or list")
+        raise ValueError(f"command items must be strings, got {kind} (quote it)")
+    if isinstance(value, int | float):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError("command items must be strings (quote it)")
+    return value
+
+
+CommandItem = Annotated[str, BeforeValidator(_command_item)]
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+        raise ValueError("environment values must be strings (quote it)")
+    return str(value)
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Backend(_Strict):
+    """How to run an experiment on one backend (a compose service)."""
+
+    service: str | None = Field(None, description="compose service; default: the backend name")
+    command: list[CommandItem] = Field(
+        ..., min_length=1, description="argv run with docker compose exec; {param} placeholders"
+    )
+    gpus: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="host GPU indices this backend uses; default: all"
+    )
+    env: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], EnvValue] = Field(default_factory=dict)
+    keepalive: bool = Field(True, description="replace the service command with sleep infinity")
+
+
+class Thermal(_Strict):
+    """Wait before each experiment until the host GPUs are cool enough."""
+
+    max_temp_c: float = Field(..., gt=0, le=120)
+    max_wait: Duration = 600.0
+    power_within_idle_pct: float | None = Field(None, gt=0, le=100)
+
+
+class Execution(_Strict):
+    """How the expanded experiments are ordered and paced."""
+
+    cycles: int = Field(1, ge=1, le=10_000)
+    order: Literal["interleaved", "shuffled", "grouped"] = "interleaved"
+    seed: int = 0
+    timeout: Duration = Field(1800.0, gt=0)
+    retries: int = Field(0, ge=0, le=100)
+    gap: Duration = 0.0
+    cycle_gap: Duration = 0.0
+    thermal: Thermal | None = None
+    idle_baseline: Duration | None = None
+    prune_on_oom: list[Annotated[str, Field(pattern=IDENT_PATTERN)]] = Field(default_factory=list)
+
+
+class Health(_Strict):
+    """When to probe the GPUs inside a container, and when to give up restarting it."""
+
+    probe: Literal["nvidia-smi"] | Annotated[list[CommandItem], Field(min_length=1)] = "nvidia-smi"
+    every: int = Field(1, ge=0)
+    max_memory_used_pct: float = Field(90.0, gt=0, le=100)
+    max_restarts: int = Field(3, ge=0, le=1000)
+    restart_backoff: Duration = 5.0
+
+
+ParamMap = dict[Annotated[str, Field(pattern=IDENT_PATTERN)], Scalar]
+AxisMap = dict[
+    Annotated[str, Field(pattern=IDENT_PATTERN)], Annotated[list[Scalar], Field(min_length=1)]
+]
+
+
+class Campaign(_Strict):
+    """A campaign file (DESIGN.md, "Campaign file")."""
+
+    name: str = Field(..., pattern=NAME_PATTERN, max_length=63)
+    compose: str | Annotated[list[str], Field(min_length=1)]
+    project: str | None = Field(None, pattern=NAME_PATTERN, max_length=63)
+    backends: Annotated[
+        dict[Annotated[str, Field(pattern=NAME_PATTERN)], Backend], Field(min_length=1)
+    ]
+    grid: AxisMap | None = None
+    per_backend: dict[str, AxisMap] = Field(default_factory=dict)
+    experiments: list[ParamMap] = Field(default_factory=list)
+    exclude: list[ParamMap] = Field(default_factory=list)
+    execution: Execution = Field(default_factory=Execution)
+    health: Health = Field(default_factory=Health)
+    results: str = "results"
+
+    @field_validator("compose")
+    @classmethod
+    def _compose_as_list(cls, value: str | list[str]) -> list[str]:
+        return [value] if isinstance(value, str) else value
+
+    @property
+    def compose_files(self) -> list[str]:
+        """The compose paths, always as a list (relative to the campaign file)."""
+        return list(self.compose) if isinstance(self.compose, list) else [self.compose]
+
+    @property
+    def project_name(self) -> str:
+        """The compose project: given, or ``llem-<name>``."""
+        return self.project or f"llem-{self.name}"
+
+    def service_of(self, backend: str) -> str:
+        """The compose service a backend runs in."""
+        return self.backends[backend].service or backend
