@@ -1,0 +1,34 @@
+# llem: every target does its own set-up (venv, Docker engine), so each works on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: help venv engine lint test demo bench chaos clean
+
+help:
+	@echo "make demo   - run the demo campaign end to end (starts a local Docker engine if needed)"
+	@echo "make test   - ruff + the whole test suite against a real Docker engine"
+	@echo "make bench  - overhead benchmarks (prints ratios)"
+
+$(STAMP): setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+engine:
+	bash scripts/engine.sh
+
+lint: venv
+	$(VENV)/bin/ruff check llem_cli tests bench
+
+test: venv engine lint
+	$(VENV)/bin/pytest -q
+
+bench: venv engine
+	$(PY) bench/bench_startup_plan.py
+	$(PY) bench/bench_exec_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
