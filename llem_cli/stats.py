@@ -1,0 +1,210 @@
+"""Summary statistics for repeated experiments: mean, sample std, 95 % confidence intervals.
+
+Why here and not scipy: llem must install light, and it needs only the Student t
+quantile, which :func:`t_quantile` computes from the regularized incomplete beta
+function (continued fraction, as in Numerical Recipes §6.4) and bisection.
+
+Every function takes a sequence of floats that may hold ``None`` (a quantity that was
+not measured); ``None`` values are ignored and :class:`Summary` reports how many were
+used (``n``) and left out (``n_missing``). Units are those of the input.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+DEFAULT_LEVEL = 0.95
+BOOTSTRAP_MIN_N = 10
+"""From this many values on, the bootstrap interval is the one reported."""
+DEFAULT_RESAMPLES = 2000
+DEFAULT_SEED = 0
+
+
+def present(values: Iterable[float | None]) -> list[float]:
+    """The values that are not None (and not NaN), as floats."""
+    return [float(v) for v in values if v is not None and not math.isnan(v)]
+
+
+def mean(values: Iterable[float | None]) -> float | None:
+    """Arithmetic mean of the present values; None when there are none."""
+    xs = present(values)
+    return math.fsum(xs) / len(xs) if xs else None
+
+
+def sample_std(values: Iterable[float | None]) -> float | None:
+    """Sample standard deviation (n - 1 in the denominator); None below two values."""
+    xs = present(values)
+    if len(xs) < 2:
+        return None
+    m = math.fsum(xs) / len(xs)
+    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction for the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"x must lie in [0, 1], got {x}")
+    if x in (0.0, 1.0):
+        return x
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    front = math.exp(log_front)
+    # The continued fraction converges fast for x < (a + 1) / (a + b + 2); use symmetry otherwise.
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    tail = 0.5 * regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The t such that P(T <= t) = p (Student's t, ``df`` degrees of freedom).
+
+    Bisection on :func:`t_cdf` to double precision; e.g. ``t_quantile(0.975, 10)``
+    is 2.228.
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must lie in (0, 1), got {p}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    if p == 0.5:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if mid in (lo, hi):
+            break
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+def t_interval(
+    values: Iterable[float | None], level: float = DEFAULT_LEVEL
+) -> tuple[float, float] | None:
+    """Student t confidence interval for the mean: mean ± t * s / sqrt(n); None below n = 2."""
+    xs = present(values)
+    if len(xs) < 2:
+        return None
+    m = math.fsum(xs) / len(xs)
+    s = math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    half = t_quantile(0.5 + level / 2.0, len(xs) - 1) * s / math.sqrt(len(xs))
+    return m - half, m + half
+
+
+def _percentile(sorted_xs: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default), q in [0, 1]."""
+    pos = q * (len(sorted_xs) - 1)
+    low = math.floor(pos)
+    high = min(low + 1, len(sorted_xs) - 1)
+    return sorted_xs[low] + (sorted_xs[high] - sorted_xs[low]) * (pos - low)
+
+
+def bootstrap_interval(
+    values: Iterable[float | None],
+    level: float = DEFAULT_LEVEL,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval for the mean; None below two values.
+
+    The fixed ``seed`` makes ``llem results`` print the same interval every time.
+    """
+    xs = present(values)
+    if len(xs) < 2:
+        return None
+    rng = random.Random(seed)
+    n = len(xs)
+    means = sorted(math.fsum(rng.choices(xs, k=n)) / n for _ in range(resamples))
+    alpha = (1.0 - level) / 2.0
+    return _percentile(means, alpha), _percentile(means, 1.0 - alpha)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """n values used (n_missing None values ignored), mean, sample std, confidence intervals.
+
+    ``ci`` is the bootstrap interval where n >= :data:`BOOTSTRAP_MIN_N`, otherwise the
+    Student t one; ``ci_method`` says which (``bootstrap`` | ``t`` | None).
+    """
+
+    n: int
+    n_missing: int
+    mean: float | None
+    std: float | None
+    t_ci: tuple[float, float] | None
+    bootstrap_ci: tuple[float, float] | None
+    level: float = DEFAULT_LEVEL
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        """The interval to report."""
+        return self.bootstrap_ci if self.bootstrap_ci is not None else self.t_ci
+
+    @property
+    def ci_method(self) -> str | None:
+        """``bootstrap``, ``t`` or None, matching :attr:`ci`."""
+        if self.bootstrap_ci is not None:
+            return "bootstrap"
+        return "t" if self.t_ci is not None else None
+
+
+def summarize(
+    values: Iterable[float | None], level: float = DEFAULT_LEVEL, *, seed: int = DEFAULT_SEED
+) -> Summary:
+    """Everything ``llem results`` prints for one quantity of one configuration."""
+    given = list(values)
+    xs = present(given)
+    return Summary(
+        n=len(xs),
+        n_missing=len(given) - len(xs),
+        mean=mean(xs),
+        std=sample_std(xs),
+        t_ci=t_interval(xs, level),
+        bootstrap_ci=bootstrap_interval(xs, level, seed=seed)
+        if len(xs) >= BOOTSTRAP_MIN_N
+        else None,
+        level=level,
+    )

@@ -1,0 +1,146 @@
+"""Pytest fixtures and a runner for code that must load the stub through LD_LIBRARY_PATH.
+
+The dynamic loader reads LD_LIBRARY_PATH once, when a process starts, and pynvml
+keeps the library it loaded for the life of the process. So each check runs in a
+fresh Python subprocess whose environment points at the stub's directory (or at an
+empty one, for "no driver") and at a state file the test controls. The script given
+to :func:`run_stub_script` runs with ``set_state(**updates)`` and ``STATE`` in scope
+and must assign a JSON-serialisable ``result``; it comes back as the return value.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nvml_stub.build import build_stub
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NOT_SUPPORTED = 3
+GPU_IS_LOST = 15
+DRIVER_NOT_LOADED = 9
+
+_PRELUDE = '''
+import json, os, sys, time
+STATE = os.environ["FAKE_NVML_STATE"]
+
+def _read_state():
+    out = {}
+    with open(STATE) as f:
+        for line in f:
+            if "=" in line:
+                k, v = line.rstrip("\\n").split("=", 1)
+                out[k] = v
+    return out
+
+def set_state(**updates):
+    """Merge updates (dots written as __) into the state file, atomically."""
+    state = _read_state()
+    state.update({k.replace("__", "."): str(v) for k, v in updates.items()})
+    tmp = STATE + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(f"{k}={v}\\n" for k, v in state.items())
+    os.replace(tmp, STATE)
+
+result = None
+'''
+
+_EPILOGUE = """
+print("\\n@@RESULT@@" + json.dumps(result))
+"""
+
+
+@dataclass
+class Stub:
+    """Where the stub library lives, and a state file to drive it."""
+
+    lib_dir: Path
+    state_file: Path
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Replace the stub's state: ``{"count": 2, "gpu0.power_mw": 300000, ...}``."""
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text("".join(f"{k}={v}\n" for k, v in state.items()))
+        os.replace(tmp, self.state_file)
+
+    def run(
+        self,
+        script: str,
+        state: dict[str, Any] | None = None,
+        *,
+        lib_dir: Path | None = None,
+        timeout: float = 30,
+    ) -> Any:
+        """Run ``script`` in a subprocess on the stub; see the module docstring."""
+        if state is not None:
+            self.write_state(state)
+        return run_stub_script(script, lib_dir or self.lib_dir, self.state_file, timeout)
+
+
+def run_stub_script(script: str, lib_dir: Path, state_file: Path, timeout: float = 30) -> Any:
+    """Run ``script`` with LD_LIBRARY_PATH=lib_dir and FAKE_NVML_STATE=state_file."""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = str(lib_dir)
+    env["FAKE_NVML_STATE"] = str(state_file)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    code = _PRELUDE + textwrap.dedent(script) + _EPILOGUE
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    marker = "@@RESULT@@"
+    if proc.returncode != 0 or marker not in proc.stdout:
+        raise AssertionError(
+            f"stub script failed (exit {proc.returncode})\n--- stdout\n{proc.stdout}"
+            f"\n--- stderr\n{proc.stderr}"
+        )
+    return json.loads(proc.stdout.rsplit(marker, 1)[1])
+
+
+def system_has_nvml() -> bool:
+    """Whether a real libnvidia-ml is installed (then 'library absent' cannot be staged)."""
+    return ctypes.util.find_library("nvidia-ml") is not None
+
+
+@pytest.fixture(scope="session")
+def nvml_stub_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stub built once per test session into a temporary directory."""
+    return build_stub(tmp_path_factory.mktemp("nvml_stub"))
+
+
+@pytest.fixture(scope="session")
+def legacy_nvml_stub_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stub as an older driver's library: no ...ClocksEventReasons, only ...Throttle..."""
+    return build_stub(tmp_path_factory.mktemp("nvml_stub_legacy"), ["NO_CLOCKS_EVENT_REASONS"])
+
+
+@pytest.fixture
+def stub(nvml_stub_dir: Path, tmp_path: Path) -> Stub:
+    """A fresh state file next to the session's stub library."""
+    s = Stub(nvml_stub_dir, tmp_path / "nvml_state")
+    s.write_state({"count": 1})
+    return s
+
+
+@pytest.fixture
+def no_nvml_dir(tmp_path: Path) -> Path:
+    """An empty library directory: pynvml finds no libnvidia-ml.so.1 there."""
+    if system_has_nvml():
+        pytest.skip("a real libnvidia-ml is installed here; 'no driver' cannot be staged")
+    empty = tmp_path / "no_nvml"
+    empty.mkdir()
+    return empty
