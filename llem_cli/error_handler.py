@@ -56,9 +56,8 @@ def error_handler(ctx: click.Context) -> Iterator[None]:
         for line in exc.problems or [exc.one_line()]:
             click.echo(line, err=True)
         if exc.problems:
-            out.error(
-                f"invalid campaign ({sum(': warning: ' not in p for p in exc.problems)} problems)"
-            )
+            count = sum(": warning: " not in p for p in exc.problems)
+            out.error(f"invalid campaign ({count} problem{'s' if count != 1 else ''})")
         ctx.exit(exc.exit_code)
     except LlemError as exc:
         get_output().error(exc.one_line())

@@ -47,7 +47,7 @@ def check_file(path: Path) -> tuple[LoadedCampaign | None, list[Problem]]:
         text = read_text(path)
         doc = load_source(text)
     except SourceError as exc:
-        return None, [Problem(file, exc.position, (), exc.message)]
+        return None, [Problem(file, exc.position, exc.path, exc.message)]
     try:
         campaign = Campaign.model_validate(doc.data)
     except ValidationError as exc:

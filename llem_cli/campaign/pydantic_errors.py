@@ -81,6 +81,8 @@ def _message(error: dict[str, Any], path: PathKey) -> str:
             return "must be lowercase letters, digits, '-' or '_', starting with a letter or digit"
         if pattern == m.IDENT_PATTERN:
             return "must be an identifier (letters, digits and '_', not starting with a digit)"
+    if kind in ("model_type", "dict_type"):  # pydantic names its classes; users wrote YAML
+        return "expected a mapping (key: value lines)"
     if kind == "too_short" and error.get("ctx", {}).get("min_length") == 1:
         return "must not be empty"
     message = str(error["msg"])

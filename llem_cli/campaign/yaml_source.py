@@ -49,10 +49,11 @@ class SourceDoc:
 class SourceError(Exception):
     """The file cannot be read as a YAML mapping; carries the position to report."""
 
-    def __init__(self, message: str, position: Position | None = None) -> None:
+    def __init__(self, message: str, position: Position | None = None, path: PathKey = ()) -> None:
         super().__init__(message)
         self.message = message
         self.position = position or Position(1, 1)
+        self.path = path
 
 
 def _mark(node: yaml.Node) -> Position:
@@ -90,9 +91,14 @@ def load_source(text: str) -> SourceDoc:
         mark = exc.problem_mark or exc.context_mark
         pos = Position(mark.line + 1, mark.column + 1) if mark else Position(1, 1)
         problem = exc.problem or "invalid YAML"
+        ctx_mark = exc.context_mark
+        if exc.context and ctx_mark is not None and ctx_mark.line + 1 != pos.line:
+            problem += f" ({exc.context} at line {ctx_mark.line + 1}, column {ctx_mark.column + 1})"
         raise SourceError(f"YAML syntax error: {problem}", pos) from None
     except yaml.YAMLError as exc:
         raise SourceError(f"YAML error: {exc}") from None
+    except RecursionError:
+        raise SourceError("YAML nested too deeply") from None
     finally:
         loader.dispose()
     if node is None:
@@ -101,33 +107,42 @@ def load_source(text: str) -> SourceDoc:
         kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
         raise SourceError(f"the file is {kind}, not a mapping of campaign fields", _mark(node))
     doc = SourceDoc(data=None)
-    doc.data = _build(loader, node, (), doc)
+    try:
+        doc.data = _build(loader, node, (), doc, set())
+    except RecursionError:
+        raise SourceError("YAML nested too deeply") from None
     return doc
 
 
-def _build(loader: yaml.SafeLoader, node: yaml.Node, path: PathKey, doc: SourceDoc) -> Any:
+def _build(
+    loader: yaml.SafeLoader, node: yaml.Node, path: PathKey, doc: SourceDoc, active: set[int]
+) -> Any:
     doc.value_pos[path] = _mark(node)
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        if id(node) in active:  # an alias to one of its own ancestors: infinite data
+            raise SourceError("recursive YAML alias (a node contains itself)", _mark(node), path)
+        active = active | {id(node)}
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                raise SourceError("a mapping key must be a plain value", _mark(key_node))
-            key = loader.construct_object(key_node, deep=True)
+                raise SourceError("a mapping key must be a plain value", _mark(key_node), path)
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise SourceError("YAML merge keys (<<) are not supported", _mark(key_node))
+                raise SourceError("YAML merge keys (<<) are not supported", _mark(key_node), path)
+            key = loader.construct_object(key_node, deep=True)
             key = str(key) if not isinstance(key, str) else key
-            if key in result:
-                raise SourceError(f"duplicate key '{key}'", _mark(key_node))
             child = (*path, key)
+            if key in result:
+                raise SourceError(f"duplicate key '{key}'", _mark(key_node), child)
             doc.key_pos[child] = _mark(key_node)
-            result[key] = _build(loader, value_node, child, doc)
+            result[key] = _build(loader, value_node, child, doc, active)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, (*path, i), doc) for i, item in enumerate(node.value)]
+        return [_build(loader, item, (*path, i), doc, active) for i, item in enumerate(node.value)]
     try:
         return loader.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as exc:
-        raise SourceError(f"cannot read value: {exc.problem}", _mark(node)) from None
+        raise SourceError(f"cannot read value: {exc.problem}", _mark(node), path) from None
 
 
 def child(node: Any, part: str | int) -> tuple[bool, Any]:

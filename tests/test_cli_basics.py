@@ -1,0 +1,243 @@
+"""The command tree: version, help with examples, global flags, LLEM_* variables, start-up cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llem_cli import __version__
+from llem_cli.cli import cli
+
+VALID = """\
+name: demo
+compose: compose.yml
+backends:
+  pytorch:
+    command: [bench, "{batch_size}"]
+grid:
+  batch_size: [1, 2, 4]
+"""
+
+
+@pytest.fixture
+def campaign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("NO_COLOR", "LLEM_NO_COLOR", "LLEM_QUIET", "LLEM_VERBOSE", "LLEM_PLAN_JSON"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "compose.yml").write_text("services:\n  pytorch: {image: busybox}\n")
+    path = tmp_path / "c.yaml"
+    path.write_text(VALID)
+    return path
+
+
+@pytest.fixture
+def invalid(campaign: Path) -> Path:
+    path = campaign.with_name("bad.yaml")
+    path.write_text(VALID.replace("name: demo", "name: Demo"))
+    return path
+
+
+def invoke(*args: str, **kwargs: object):
+    result = CliRunner().invoke(cli, list(args), **kwargs)  # type: ignore[arg-type]
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag: str) -> None:
+    result = invoke(flag)
+    assert result.exit_code == 0
+    assert result.output == f"llem, version {__version__}\n"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_top_level_help(flag: str) -> None:
+    result = invoke(flag)
+    assert result.exit_code == 0
+    assert "Examples:" in result.output
+    assert "llem validate campaigns/demo.yaml" in result.output
+    for option in ("--verbose", "--quiet", "--no-color", "--version"):
+        assert option in result.output
+    for command in cli.commands:
+        assert command in result.output
+
+
+def test_commands_are_listed_in_declaration_order() -> None:
+    output = invoke("--help").output
+    listing = output[output.index("Commands:") :]
+    positions = [listing.index(f"  {name} ") for name in ("validate", "plan", "schema")]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_command_help_has_an_example(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.output
+    assert f"llem {command}" in result.output
+    assert f"Usage: cli {command}" in result.output or f"Usage: llem {command}" in result.output
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = invoke("valdate", "x.yaml")
+    assert result.exit_code == 2
+    assert "No such command 'valdate'" in result.output
+
+
+def test_validate_needs_a_file() -> None:
+    result = invoke("validate")
+    assert result.exit_code == 2
+    assert "Missing argument" in result.output
+
+
+def test_validate_valid_file(campaign: Path) -> None:
+    result = invoke("validate", str(campaign))
+    assert result.exit_code == 0
+    assert result.output == f"{campaign}: valid: 3 configurations, 3 experiments, 1 backend\n"
+
+
+def test_validate_mixed_valid_and_invalid(campaign: Path, invalid: Path) -> None:
+    result = invoke("validate", str(campaign), str(invalid))
+    assert result.exit_code == 2
+    assert f"{campaign}: valid: 3 configurations" in result.output
+    assert f"{invalid}:1:7: name: must be lowercase" in result.output
+
+
+def test_quiet_keeps_results_and_errors(campaign: Path, invalid: Path) -> None:
+    ok = invoke("-q", "validate", str(campaign))
+    assert ok.exit_code == 0
+    assert "valid: 3 configurations" in ok.output
+    bad = invoke("--quiet", "validate", str(invalid))
+    assert bad.exit_code == 2
+    assert f"{invalid}:1:7: name:" in bad.output
+
+
+def test_verbose_is_accepted(campaign: Path) -> None:
+    assert invoke("-vv", "validate", str(campaign)).exit_code == 0
+
+
+ANSI = "\x1b["
+
+
+def test_errors_are_coloured_by_default_on_a_terminal(invalid: Path) -> None:
+    result = invoke("plan", str(invalid), color=True)
+    assert result.exit_code == 2
+    assert ANSI in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--no-color"], {}),
+        ([], {"NO_COLOR": "1"}),
+        ([], {"LLEM_NO_COLOR": "1"}),
+    ],
+)
+def test_no_color(invalid: Path, args: list[str], env: dict[str, str]) -> None:
+    result = invoke(*args, "plan", str(invalid), color=True, env=env)
+    assert result.exit_code == 2
+    assert "llem: error: invalid campaign" in result.stderr
+    assert ANSI not in result.output
+
+
+def test_plan_json_from_the_environment_as_documented(campaign: Path) -> None:
+    result = invoke("plan", str(campaign), env={"LLEM_PLAN_JSON": "1"})
+    assert result.exit_code == 0
+    assert len(json.loads(result.stdout)) == 3
+
+
+def test_plan_limit_from_the_environment(campaign: Path) -> None:
+    result = invoke("plan", str(campaign), env={"LLEM_PLAN_LIMIT": "1"})
+    assert result.exit_code == 0
+    assert "2 more (--limit 0 shows all" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("env", "param", "value"),
+    [
+        ({"LLEM_QUIET": "1"}, "quiet", True),
+        ({"LLEM_NO_COLOR": "true"}, "no_color", True),
+        ({"LLEM_VERBOSE": "2"}, "verbose", 2),
+        ({}, "quiet", False),
+    ],
+)
+def test_global_options_from_the_environment(
+    env: dict[str, str], param: str, value: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("LLEM_QUIET", "LLEM_NO_COLOR", "LLEM_VERBOSE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, text in env.items():
+        monkeypatch.setenv(name, text)
+    ctx = cli.make_context("llem", ["schema"])
+    assert ctx.params[param] == value
+
+
+# --- real processes ---------------------------------------------------------------------------
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_python_dash_m_version() -> None:
+    proc = _run(sys.executable, "-m", "llem_cli", "--version")
+    assert proc.returncode == 0
+    assert proc.stdout == f"llem, version {__version__}\n"
+
+
+def test_console_script_help() -> None:
+    binary = Path(sys.executable).parent / "llem"
+    if not binary.exists():
+        pytest.skip("the llem console script is not installed next to this python")
+    proc = _run(str(binary), "--help")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("Usage: llem ")
+    assert "Examples:" in proc.stdout
+
+
+HEAVY = ("rich", "pydantic", "pynvml", "yaml")
+PROBE = """
+import sys
+from llem_cli.cli import cli
+try:
+    cli({args!r}, prog_name="llem")
+except SystemExit:
+    pass
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & set({heavy!r}))
+print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--help"],
+        ["--version"],
+        ["validate", "--help"],
+        ["plan", "--help"],
+        ["schema", "--help"],
+    ],
+)
+def test_help_imports_nothing_heavy(args: list[str]) -> None:
+    proc = _run(sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY))
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY=\n" in proc.stderr, proc.stderr
+
+
+def test_importing_the_cli_imports_nothing_heavy() -> None:
+    proc = _run(sys.executable, "-X", "importtime", "-c", "import llem_cli.cli")
+    assert proc.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()}
+    assert "click" in imported
+    assert not imported & {"rich", "pydantic", "pynvml"}
+
+
+def test_validate_needs_no_rich(campaign: Path) -> None:
+    """validate prints plain lines: rich stays unimported (pydantic and yaml are needed)."""
+    proc = _run(sys.executable, "-c", PROBE.format(args=["validate", str(campaign)], heavy=HEAVY))
+    assert "HEAVY=pydantic,yaml\n" in proc.stderr, proc.stderr

@@ -1,0 +1,215 @@
+"""`llem schema`: the JSON Schema editors use, checked against the DESIGN.md example by hand."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from llem_cli.cli import cli
+from llem_cli.durations import parse_duration
+
+DESIGN_EXAMPLE = """\
+name: llama-batch
+compose: ../compose/docker-compose.yml
+project: llem-llama-batch
+backends:
+  pytorch:
+    service: pytorch
+    command: [lem-bench, --model, "{model}", --batch-size, "{batch_size}"]
+    gpus: [0]
+    env: {HF_HUB_OFFLINE: "1"}
+  vllm:
+    command: [vllm-bench, "{model}"]
+grid:
+  backend: [pytorch, vllm]
+  model: [meta-llama/Llama-3.2-1B]
+  batch_size: [1, 8, 32]
+per_backend:
+  vllm: {gpu_memory_utilization: [0.8, 0.9]}
+experiments:
+  - {backend: pytorch, model: gpt2, batch_size: 64}
+exclude:
+  - {backend: vllm, batch_size: 1}
+execution:
+  cycles: 3
+  order: interleaved
+  seed: 0
+  timeout: 30m
+  retries: 1
+  gap: 60s
+  cycle_gap: 5m
+  thermal: {max_temp_c: 45, max_wait: 10m}
+  idle_baseline: 30s
+health:
+  probe: nvidia-smi
+  every: 1
+  max_memory_used_pct: 90
+  max_restarts: 3
+  restart_backoff: 5s
+results: results
+"""
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    result = CliRunner().invoke(cli, ["schema"])
+    assert result.exit_code == 0
+    return json.loads(result.output)
+
+
+def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """Follow a local $ref (and a one-branch-plus-null anyOf) to the object schema."""
+    if "$ref" in node:
+        return schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    if "anyOf" in node:
+        refs = [b for b in node["anyOf"] if "$ref" in b]
+        if refs:
+            return resolve(schema, refs[0])
+    return node
+
+
+def test_schema_is_json_with_the_top_level_fields(schema: dict[str, Any]) -> None:
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert schema["type"] == "object"
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"name", "compose", "backends"}
+    expected = {
+        "name", "compose", "project", "backends", "grid", "per_backend",
+        "experiments", "exclude", "execution", "health", "results",
+    }  # fmt: skip
+    assert set(schema["properties"]) == expected
+    assert schema["properties"]["name"]["type"] == "string"
+    assert set(schema["$defs"]) >= {"Backend", "Execution", "Health", "Thermal"}
+
+
+def test_unknown_keys_are_refused_at_every_level(schema: dict[str, Any]) -> None:
+    for name in ("Backend", "Execution", "Health", "Thermal"):
+        assert schema["$defs"][name]["additionalProperties"] is False, name
+
+
+def test_backend_requires_command(schema: dict[str, Any]) -> None:
+    backend = schema["$defs"]["Backend"]
+    assert backend["required"] == ["command"]
+    assert backend["properties"]["command"]["type"] == "array"
+
+
+def test_enums_and_ranges(schema: dict[str, Any]) -> None:
+    execution = schema["$defs"]["Execution"]["properties"]
+    assert execution["order"]["enum"] == ["interleaved", "shuffled", "grouped"]
+    assert execution["cycles"]["minimum"] == 1
+    health = schema["$defs"]["Health"]["properties"]
+    assert health["max_memory_used_pct"]["maximum"] == 100
+    assert health["max_memory_used_pct"]["exclusiveMinimum"] == 0
+
+
+def _duration_ok(node: dict[str, Any], value: object) -> bool:
+    branches = node.get("anyOf", [node])
+    for branch in branches:
+        if "anyOf" in branch and _duration_ok(branch, value):
+            return True
+        if branch.get("type") == "number" and isinstance(value, int | float):
+            return value >= branch.get("minimum", float("-inf"))
+        is_text = branch.get("type") == "string" and isinstance(value, str)
+        if is_text and re.fullmatch(branch["pattern"].strip("^$"), value):
+            return True
+    return False
+
+
+def test_duration_pattern_agrees_with_the_parser(schema: dict[str, Any]) -> None:
+    timeout = schema["$defs"]["Execution"]["properties"]["timeout"]
+    for good in ("90", "90s", "5m", "1h30m", "250ms", "1.5h", 90, 0.5):
+        assert _duration_ok(timeout, good), good
+        parse_duration(good)
+    for bad in ("5x", "five", "", -1):
+        assert not _duration_ok(timeout, bad), bad
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def check(schema: dict[str, Any], node: dict[str, Any], value: Any, where: str) -> list[str]:
+    """A hand check of the subset of JSON Schema the campaign schema uses."""
+    node = resolve(schema, node)
+    problems: list[str] = []
+    if "anyOf" in node:
+        if not any(not check(schema, branch, value, where) for branch in node["anyOf"]):
+            problems.append(f"{where}: matches no branch")
+        return problems
+    kind = node.get("type")
+    types = {
+        "object": dict, "array": list, "string": str, "integer": int,
+        "number": (int, float), "boolean": bool, "null": type(None),
+    }  # fmt: skip
+    if kind and not isinstance(value, types[kind]):
+        return [f"{where}: not {kind}"]
+    if kind in ("integer", "number") and isinstance(value, bool):
+        return [f"{where}: boolean for {kind}"]
+    if "enum" in node and value not in node["enum"]:
+        problems.append(f"{where}: not in enum")
+    if "pattern" in node and not re.search(node["pattern"], value):
+        problems.append(f"{where}: pattern")
+    if "minimum" in node and value < node["minimum"]:
+        problems.append(f"{where}: minimum")
+    if "maximum" in node and value > node["maximum"]:
+        problems.append(f"{where}: maximum")
+    if "exclusiveMinimum" in node and value <= node["exclusiveMinimum"]:
+        problems.append(f"{where}: exclusiveMinimum")
+    if kind == "array":
+        if len(value) < node.get("minItems", 0):
+            problems.append(f"{where}: minItems")
+        for index, item in enumerate(value):
+            problems += check(schema, node.get("items", {}), item, f"{where}[{index}]")
+    if kind == "object":
+        for name in node.get("required", []):
+            if name not in value:
+                problems.append(f"{where}.{name}: required")
+        for key, item in value.items():
+            if key in node.get("properties", {}):
+                problems += check(schema, node["properties"][key], item, f"{where}.{key}")
+                continue
+            pattern = next(
+                (p for p in node.get("patternProperties", {}) if re.search(p, key)), None
+            )
+            if pattern is not None:
+                problems += check(
+                    schema, node["patternProperties"][pattern], item, f"{where}.{key}"
+                )
+            elif isinstance(node.get("additionalProperties"), dict):
+                problems += check(schema, node["additionalProperties"], item, f"{where}.{key}")
+            elif node.get("additionalProperties") is False or "patternProperties" in node:
+                problems.append(f"{where}.{key}: not allowed")
+    return problems
+
+
+def test_design_example_validates_against_the_schema(schema: dict[str, Any]) -> None:
+    data = yaml.safe_load(DESIGN_EXAMPLE)
+    assert check(schema, schema, data, "$") == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda d: d.pop("name"), "$.name: required"),
+        (lambda d: d.update(name="Bad Name"), "$.name: pattern"),
+        (lambda d: d.update(exectuion={}), "$.exectuion: not allowed"),
+        (lambda d: d["execution"].update(order="random"), "$.execution.order: not in enum"),
+        (lambda d: d["execution"].update(cycles=0), "$.execution.cycles: minimum"),
+        (lambda d: d["health"].update(max_memory_used_pct=150), "max_memory_used_pct: maximum"),
+        (lambda d: d["backends"]["pytorch"].pop("command"), "pytorch.command: required"),
+        (lambda d: d["execution"].update(timeout="5x"), "$.execution.timeout: matches no branch"),
+    ],
+)
+def test_the_hand_check_catches_mistakes(schema: dict[str, Any], edit: Any, problem: str) -> None:
+    data = yaml.safe_load(DESIGN_EXAMPLE)
+    edit(data)
+    problems = check(schema, schema, data, "$")
+    assert any(problem in p for p in problems), problems
+
+
+def test_jsonschema_agrees_when_installed(schema: dict[str, Any]) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(yaml.safe_load(DESIGN_EXAMPLE), schema)
