@@ -74,7 +74,13 @@ def validate(files: tuple[Path, ...]) -> None:
 
 @cli.command()
 @click.argument("file", type=campaign_file)
-@click.option("--json", "as_json", is_flag=True, help="Print the experiments as a JSON list.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="LLEM_PLAN_JSON",
+    help="Print the experiments as a JSON list.",
+)
 @click.option(
     "--limit",
     default=50,
@@ -93,6 +99,104 @@ def plan(file: Path, as_json: bool, limit: int) -> None:
     from llem_cli.commands.plan import show_plan
 
     show_plan(file, as_json=as_json, limit=limit, out=get_output())
+
+
+@cli.command()
+@click.argument("file", type=campaign_file)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the override file and docker commands; run nothing."
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    is_flag=False,
+    flag_value=".",
+    default=None,
+    type=click.Path(path_type=Path),
+    metavar="[RUN_DIR]",
+    help="Continue the newest unfinished run (or RUN_DIR); start one if there is none.",
+)
+@click.option(
+    "--results-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where runs go (default: the campaign's `results`, relative to its file).",
+)
+@click.option("--no-progress", is_flag=True, help="Plain timestamped lines even on a terminal.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="LLEM_RUN_JSON",
+    help="One JSON object per event on stdout.",
+)
+def run(
+    file: Path,
+    dry_run: bool,
+    resume_dir: Path | None,
+    results_dir: Path | None,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    """Run a campaign: one container per backend, every experiment journaled.
+
+    Exit 0 all ok, 1 some failed, 2 invalid campaign, 3 Docker problem,
+    4 aborted by policy, 75 another run holds the lock, 130/143 interrupted.
+
+    \b
+    Examples:
+      llem run campaigns/demo.yaml
+      llem run campaigns/demo.yaml --dry-run
+      llem run campaigns/demo.yaml --resume            # cron-safe: resumes or starts
+      llem run campaigns/demo.yaml --resume results/demo/20261128T140500Z
+    """
+    from llem_cli.commands.run import run_campaign
+
+    code = run_campaign(
+        file,
+        dry_run=dry_run,
+        resume=resume_dir is not None,
+        resume_dir=None if resume_dir in (None, Path(".")) else resume_dir,
+        results_dir=results_dir,
+        progress=not no_progress,
+        as_json=as_json,
+        out=get_output(),
+    )
+    click.get_current_context().exit(code)
+
+
+@cli.command()
+@click.argument("target", required=False, type=click.Path(path_type=Path), metavar="[RUN_DIR|FILE]")
+@click.option(
+    "--json", "as_json", is_flag=True, envvar="LLEM_STATUS_JSON", help="Print the status as JSON."
+)
+def status(target: Path | None, as_json: bool) -> None:
+    """Progress of a running or interrupted run, read from its journal.
+
+    RUN_DIR: that run; FILE: the campaign's newest run; nothing: the newest under ./results.
+
+    \b
+    Examples:
+      llem status
+      llem status campaigns/demo.yaml --json
+    """
+    from llem_cli.commands.status import show_status
+
+    click.get_current_context().exit(show_status(target, as_json=as_json, out=get_output()))
+
+
+@cli.command()
+@click.argument("target", type=click.Path(path_type=Path), metavar="FILE|RUN_DIR")
+def down(target: Path) -> None:
+    """Remove the containers and networks a run left behind (found by label).
+
+    \b
+    Examples:
+      llem down campaigns/demo.yaml
+      llem down results/demo/20261128T140500Z
+    """
+    from llem_cli.commands.down import bring_down
+
+    click.get_current_context().exit(bring_down(target, get_output()))
 
 
 @cli.command()

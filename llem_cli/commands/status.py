@@ -1,0 +1,123 @@
+"""``llem status``: progress of a running, finished or interrupted run, from its journal."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llem_cli.campaign.load import load_campaign
+from llem_cli.errors import UsageProblem
+from llem_cli.output import Output
+from llem_cli.run.journal import replay
+from llem_cli.run.rundir import RunDir, list_runs, run_id_sort_key
+
+
+def newest_run_under(results: Path) -> RunDir | None:
+    """The newest run of any campaign under a results directory."""
+    runs = []
+    if results.is_dir():
+        for campaign_dir in results.iterdir():
+            if campaign_dir.is_dir():
+                runs.extend(list_runs(results, campaign_dir.name))
+    runs = [r for r in runs if run_id_sort_key(r.run_id)]
+    return max(runs, key=lambda r: run_id_sort_key(r.run_id) or ("", 0), default=None)
+
+
+def resolve_target(target: Path | None) -> RunDir:
+    """RUN_DIR as given; FILE: its newest run; nothing: the newest under ./results."""
+    if target is None:
+        run = newest_run_under(Path("results"))
+        if run is None:
+            raise UsageProblem(
+                "no run found under ./results", hint="give a RUN_DIR or a campaign FILE"
+            )
+        return run
+    if target.is_dir():
+        run = RunDir(target.resolve())
+        if not run.journal.exists():
+            raise UsageProblem(f"{target}: not a run directory (no journal.jsonl)")
+        return run
+    loaded = load_campaign(target)
+    runs = list_runs(loaded.results_dir(), loaded.campaign.name)
+    if not runs:
+        raise UsageProblem(f"{target}: the campaign has no run yet", hint=f"llem run {target}")
+    return runs[-1]
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this pid exists (the run's writer)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def summarize(run: RunDir) -> dict[str, Any]:
+    """The status of one run as a JSON-ready dict."""
+    state = replay(run.journal)
+    try:
+        planned = [item["key"] for item in json.loads(run.plan.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, KeyError, TypeError):
+        planned = list(state.records)
+    counts = state.counts()
+    pending = sum(1 for key in planned if state.needs_run(key))
+    alive = pid_alive(state.writer_pid)
+    if state.finished:
+        phase = "finished"
+    elif alive and not (state.aborted or state.interrupted):
+        phase = "running"
+    elif state.aborted:
+        phase = "aborted"
+    elif state.interrupted:
+        phase = "interrupted"
+    else:
+        phase = "crashed (its process is gone)"
+    last = state.last_event or {}
+    return {
+        "run_id": run.run_id,
+        "run_dir": str(run.root),
+        "state": phase,
+        "pid": state.writer_pid,
+        "process_alive": alive,
+        "total": len(planned),
+        "done": len(planned) - pending,
+        "pending": pending,
+        "counts": counts,
+        "restarts": state.restarts,
+        "in_flight": sorted(state.in_flight),
+        "last_event": {k: last.get(k) for k in ("type", "ts", "key", "reason") if k in last},
+        "journal_defects": [str(d) for d in state.defects],
+    }
+
+
+def show_status(target: Path | None, *, as_json: bool, out: Output) -> int:
+    """Print the status; exit 0 (reading a status is not judging the run)."""
+    info = summarize(resolve_target(target))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return 0
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(info["counts"].items())) or "none yet"
+    last = info["last_event"]
+    out.line(
+        f"run {info['run_id']}: {info['state']}"
+        + (f" (pid {info['pid']})" if info["process_alive"] else "")
+    )
+    out.line(f"  directory: {info['run_dir']}")
+    out.line(f"  progress:  {info['done']}/{info['total']} done, {info['pending']} pending")
+    out.line(f"  records:   {counts}; restarts {info['restarts']}")
+    if info["in_flight"]:
+        out.line(f"  running:   {', '.join(info['in_flight'])}")
+    if last:
+        out.line(f"  last event: {last.get('type')} at {last.get('ts')}")
+    for defect in info["journal_defects"]:
+        out.warn(defect)
+    return 0

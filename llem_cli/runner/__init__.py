@@ -1,0 +1,1 @@
+"""``llem run``: the campaign loop on top of the ContainerManager, the journal and the decision."""

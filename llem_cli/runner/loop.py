@@ -1,0 +1,324 @@
+"""The campaign loop: gap, probe, exec, record, decide — for each experiment in plan order.
+
+Everything Docker goes through the ContainerManager; everything that must
+survive a crash goes through the journal before the next step; every choice
+between continue / restart / retry / skip / abort is made by
+:func:`llem_cli.run.decision.decide`, which this module only carries out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llem_cli.campaign.load import LoadedCampaign
+from llem_cli.docker.manager import ContainerManager
+from llem_cli.docker.probe import ProbeResult
+from llem_cli.docker.signals import SignalReceived
+from llem_cli.errors import RunAborted
+from llem_cli.plan import Experiment, pause_before
+from llem_cli.run import decision as d
+from llem_cli.run.journal import Journal, Record, RunState
+from llem_cli.run.prune import to_prune
+from llem_cli.run.rundir import RunDir
+from llem_cli.runner.command import experiment_argv, experiment_environment
+from llem_cli.runner.records import record_from_outcome, record_not_run
+
+#: Probe statuses the decision knows by name; any other failed probe is "failed".
+_PROBE_ERRORS = {"driver_not_loaded", "nvml_missing", "gpu_lost", "container_died"}
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+def probe_for_decision(result: ProbeResult, gpus: list[int] | None) -> d.Probe:
+    """The decision's view of a probe: an error kind, or the highest memory use."""
+    if result.ok:
+        return d.Probe(None, result.max_memory_used_pct(gpus))
+    return d.Probe(result.status if result.status in _PROBE_ERRORS else "failed")
+
+
+@dataclass
+class LoopState:
+    """What the loop tracks between experiments (restarts, skipped backends, pruning)."""
+
+    restarts_total: int
+    restarts_session: int = 0
+    probes_due: int = 0
+    skipped_backends: dict[str, str] = field(default_factory=dict)
+    pruned: dict[str, str] = field(default_factory=dict)  # config_id -> why
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+class CampaignLoop:
+    """Runs the pending experiments of one run inside an entered ContainerManager."""
+
+    def __init__(
+        self,
+        loaded: LoadedCampaign,
+        run: RunDir,
+        experiments: list[Experiment],
+        state: RunState,
+        journal: Journal,
+        manager: ContainerManager,
+        emit: Emit,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.loaded = loaded
+        self.campaign = loaded.campaign
+        self.run = run
+        self.experiments = experiments
+        self.replayed = state
+        self.journal = journal
+        self.manager = manager
+        self.emit = emit
+        self.sleep = sleep
+        health = self.campaign.health
+        self.policy = d.Policy(
+            max_memory_used_pct=health.max_memory_used_pct,
+            max_restarts=health.max_restarts,
+            retries=self.campaign.execution.retries,
+        )
+        self.state = LoopState(restarts_total=state.restarts)
+        self.pending = [e for e in experiments if state.needs_run(e.key)]
+        self.remaining_per_service = Counter(e.service for e in self.pending)
+        self.started_services: set[str] = set()
+        self._prune_from_history()
+
+    # ---- journal + display ----------------------------------------------------------------------
+
+    def _log(self, kind: str, **fields: Any) -> None:
+        self.emit(self.journal.append(kind, **fields))
+
+    def _finish(
+        self, experiment: Experiment, record: Record, kind: str = "experiment_finished"
+    ) -> None:
+        self._log(kind, key=record.key, record=record)
+        self.state.counts[record.status] += 1
+        if record.status == "interrupted":
+            return
+        self.remaining_per_service[experiment.service] -= 1
+        if self.remaining_per_service[experiment.service] <= 0:
+            self._stop_service(experiment.service)
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def run_all(self) -> None:
+        """Run every pending experiment; raises RunAborted or SignalReceived to stop early."""
+        previous: Experiment | None = None
+        total = len(self.experiments)
+        done_before = total - len(self.pending)
+        for index, experiment in enumerate(self.pending, start=done_before + 1):
+            backend = experiment.config.backend
+            if backend in self.state.skipped_backends:
+                why = self.state.skipped_backends[backend]
+                self._finish(experiment, self._not_run(experiment, "skipped", why), "skipped")
+                continue
+            if experiment.config.config_id in self.state.pruned:
+                why = self.state.pruned[experiment.config.config_id]
+                self._finish(experiment, self._not_run(experiment, "pruned", why), "pruned")
+                continue
+            pause = pause_before(previous, experiment, self.campaign)
+            if pause > 0:
+                self.emit({"type": "waiting", "seconds": pause, "why": "gap"})
+                self.sleep(pause)
+            previous = experiment
+            self._run_one(experiment, index, total)
+
+    def _not_run(self, experiment: Experiment, status: str, why: str) -> Record:
+        return record_not_run(experiment, status, why, self.state.restarts_total)
+
+    def _run_one(self, experiment: Experiment, index: int, total: int) -> None:
+        service = experiment.service
+        self._ensure_started(service)
+        attempt = 1
+        after_restart = False
+        while True:
+            self._check_health(experiment, attempt, after_restart)
+            after_restart = False
+            self._log(
+                "experiment_started",
+                key=experiment.key,
+                backend=experiment.config.backend,
+                service=service,
+                attempt=attempt,
+                index=index,
+                total=total,
+            )
+            restarts_before = self.state.restarts_total
+            exp_dir = self.run.make_experiment(experiment.key)
+            exp_dir.chmod(0o777)  # the container's user may not be root
+            try:
+                outcome = self.manager.exec(
+                    service,
+                    experiment_argv(self.campaign, self.run.run_id, experiment),
+                    env=experiment_environment(self.campaign, self.run.run_id, experiment),
+                    timeout_s=self.campaign.execution.timeout,
+                    stdout_path=exp_dir / "stdout.log",
+                    stderr_path=exp_dir / "stderr.log",
+                )
+            except SignalReceived:
+                self._record_interrupted(experiment, attempt, restarts_before)
+                raise
+            restarts_used = self.state.restarts_session
+            if outcome.restarted:
+                # the manager already restarted the container (a timeout leaves the process
+                # running): it counts, and the budget is judged as it stood before it
+                self._count_restart(service, f"{outcome.status}: process killed with the container")
+            verdict = d.decide(
+                d.Situation(
+                    outcome=outcome.status,
+                    probe=None,
+                    policy=self.policy,
+                    restarts_used=restarts_used,
+                    attempt=attempt,
+                )
+            )
+            if verdict.action is d.Action.RETRY:
+                self._restart_unless_done(service, verdict.reason, outcome.restarted)
+                attempt += 1
+                after_restart = True
+                continue
+            record = record_from_outcome(
+                experiment,
+                outcome,
+                attempts=attempt,
+                restarts_before=restarts_before,
+                experiment_dir=exp_dir,
+            )
+            self._finish(experiment, record)
+            if verdict.prune:
+                self._prune_after(experiment)
+            if verdict.action is d.Action.SKIP_BACKEND:
+                backend = experiment.config.backend
+                self.state.skipped_backends[backend] = (
+                    f"backend command not runnable (experiment {experiment.key})"
+                )
+            elif verdict.action is d.Action.ABORT:
+                raise RunAborted(verdict.reason)
+            elif verdict.restart and self.remaining_per_service[service] > 0:
+                self._restart_unless_done(service, verdict.reason, outcome.restarted)
+            return
+
+    # ---- health ---------------------------------------------------------------------------------
+
+    def _check_health(self, experiment: Experiment, attempt: int, after_restart: bool) -> None:
+        """Probe when due (and always after a restart); restart or abort as decided."""
+        every = self.campaign.health.every
+        if every <= 0:
+            return
+        due = after_restart or self.state.probes_due % every == 0
+        self.state.probes_due += 1
+        if not due:
+            return
+        service = experiment.service
+        gpus = self.campaign.backends[experiment.config.backend].gpus
+        while True:
+            result = self._probe(service)
+            self._log(
+                "probe",
+                service=service,
+                status=result.status,
+                max_memory_used_pct=result.max_memory_used_pct(gpus) if result.ok else None,
+                detail=result.message(),
+            )
+            verdict = d.decide(
+                d.Situation(
+                    outcome=None,
+                    probe=probe_for_decision(result, gpus),
+                    policy=self.policy,
+                    restarts_used=self.state.restarts_session,
+                    attempt=attempt,
+                    after_restart=after_restart,
+                )
+            )
+            if verdict.action is d.Action.ABORT:
+                raise RunAborted(verdict.reason)
+            if not verdict.restart:
+                return
+            self._restart(service, verdict.reason)
+            after_restart = True
+
+    def _probe(self, service: str) -> ProbeResult:
+        probe = self.campaign.health.probe
+        argv = None if probe == "nvidia-smi" else list(probe)
+        return self.manager.probe(service, argv)
+
+    # ---- containers -----------------------------------------------------------------------------
+
+    def _ensure_started(self, service: str) -> None:
+        if service in self.started_services:
+            return
+        self.emit({"type": "container", "service": service, "state": "starting"})
+        self.manager.start(service)
+        self.started_services.add(service)
+        self.emit({"type": "container", "service": service, "state": "running"})
+
+    def _stop_service(self, service: str) -> None:
+        """Tear down a backend's container once none of its experiments remain."""
+        if service not in self.started_services:
+            return
+        self.manager.stop(service)
+        self.started_services.discard(service)
+        self.emit(
+            {"type": "container", "service": service, "state": "removed (no experiments left)"}
+        )
+
+    def _count_restart(self, service: str, reason: str) -> None:
+        self.state.restarts_total += 1
+        self.state.restarts_session += 1
+        self._log("restart", service=service, reason=reason, restarts=self.state.restarts_total)
+
+    def _restart(self, service: str, reason: str) -> None:
+        """Back off, restart, count it (the caller probes again before running anything)."""
+        backoff = d.backoff_seconds(
+            self.campaign.health.restart_backoff, self.state.restarts_session
+        )
+        if backoff > 0:
+            self.emit({"type": "waiting", "seconds": backoff, "why": "restart backoff"})
+            self.sleep(backoff)
+        self._count_restart(service, reason)
+        self.manager.restart(service)
+
+    def _restart_unless_done(self, service: str, reason: str, already: bool) -> None:
+        if not already:
+            self._restart(service, reason)
+
+    # ---- pruning --------------------------------------------------------------------------------
+
+    def _prune_from_history(self) -> None:
+        """A resumed run prunes what earlier gpu_oom records imply."""
+        axes = self.campaign.execution.prune_on_oom
+        if not axes:
+            return
+        for record in self.replayed.records.values():
+            if record.status == "gpu_oom":
+                self._mark_pruned(record.backend, record.params, record.key)
+
+    def _prune_after(self, experiment: Experiment) -> None:
+        self._mark_pruned(experiment.config.backend, experiment.config.params, experiment.key)
+
+    def _mark_pruned(self, backend: str, params: dict[str, Any], key: str) -> None:
+        configs = {e.config.config_id: e.config for e in self.pending}
+        hit = to_prune(backend, params, configs.values(), self.campaign.execution.prune_on_oom)
+        for config in hit:
+            self.state.pruned.setdefault(config.config_id, f"pruned: {key} ran out of GPU memory")
+
+    def _record_interrupted(
+        self, experiment: Experiment, attempt: int, restarts_before: int
+    ) -> None:
+        record = Record(
+            key=experiment.key,
+            config_id=experiment.config.config_id,
+            cycle=experiment.cycle,
+            backend=experiment.config.backend,
+            service=experiment.service,
+            params=experiment.config.params,
+            status="interrupted",
+            attempts=attempt,
+            restarts_before=restarts_before,
+            error="interrupted by a signal; runs again on --resume",
+        )
+        self._finish(experiment, record)

@@ -1,0 +1,179 @@
+"""How a run shows its progress: rich display, plain timestamped lines, or JSON lines.
+
+The runner emits one event dict per step (the journal's events plus transient
+ones such as ``waiting``); a reporter only formats them, so the three outputs
+can never tell different stories.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Protocol, TextIO
+
+from llem_cli.durations import format_duration
+
+
+class Reporter(Protocol):
+    """Receives every event of a run."""
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Show one event."""
+
+    def close(self) -> None:
+        """Stop any live display."""
+
+
+def _params(record: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in (record.get("params") or {}).items())
+
+
+def describe(event: dict[str, Any]) -> str | None:
+    """One human line for an event (None: not worth a line)."""
+    kind = event["type"]
+    if kind == "run_started":
+        verb = "resumed" if event.get("resumed") else "started"
+        return (
+            f"run {event['run_id']} {verb}: {event['pending']} of {event['total']} experiments "
+            f"to run; results in {event['run_dir']}"
+        )
+    if kind == "experiment_started":
+        attempt = f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else ""
+        return f"[{event['index']}/{event['total']}] {event['key']} {event['backend']}{attempt}"
+    if kind in ("experiment_finished", "pruned", "skipped"):
+        record = event["record"]
+        took = record.get("duration_s")
+        took_text = f" in {took:.2f}s" if isinstance(took, int | float) else ""
+        error = f": {record['error']}" if record.get("error") else ""
+        return (
+            f"{record['key']} {record['backend']} {_params(record)} -> "
+            f"{record['status']}{took_text}{error}"
+        )
+    if kind == "restart":
+        return (
+            f"restarting {event['service']} ({event['reason']}); "
+            f"restarts so far: {event['restarts']}"
+        )
+    if kind == "probe":
+        if event.get("status") == "ok":
+            return None
+        return f"probe {event['service']}: {event.get('detail') or event.get('status')}"
+    if kind == "waiting":
+        return f"waiting {format_duration(event['seconds'])} ({event['why']})"
+    if kind == "container":
+        return f"container {event['service']}: {event['state']}"
+    if kind == "run_finished":
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(event["counts"].items())) or "nothing"
+        return (
+            f"run {event['run_id']} finished: {counts}; restarts {event['restarts']}; "
+            f"results in {event['run_dir']}"
+        )
+    if kind == "run_aborted":
+        return f"run {event['run_id']} aborted: {event['reason']} (resume with llem run --resume)"
+    if kind == "interrupted":
+        return f"run {event['run_id']} interrupted by {event['signal']}; containers removed"
+    return None
+
+
+class PlainReporter:
+    """One timestamped line per event: fit for cron mail and log files."""
+
+    def __init__(self, stream: TextIO | None = None, *, verbose: bool = False) -> None:
+        self.stream = stream or sys.stdout
+        self.verbose = verbose
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Print the event's line, if it has one."""
+        line = describe(event)
+        if line is None and self.verbose and event["type"] == "probe":
+            line = f"probe {event['service']}: ok, max memory {event.get('max_memory_used_pct')}%"
+        if line is None:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.stream.write(f"{stamp} {line}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
+class JsonReporter:
+    """One JSON object per event on stdout, for scripts."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Print the event as one JSON line."""
+        self.stream.write(json.dumps(event, default=str) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
+class RichReporter:
+    """A live display on a terminal: overall bar with ETA, the current experiment and state."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+            transient=False,
+        )
+        self.task: Any = None
+        self.restarts = 0
+        self.current = ""
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Update the bar and print notable events above it."""
+        kind = event["type"]
+        if kind == "run_started":
+            self.progress.start()
+            done = event["total"] - event["pending"]
+            self.task = self.progress.add_task(
+                "run", total=event["total"], completed=done, status=""
+            )
+        line = describe(event)
+        if kind == "experiment_started":
+            self.current = f"{event['key']} on {event['backend']}"
+            self._status(f"running {self.current}")
+            return
+        if kind == "restart":
+            self.restarts = event["restarts"]
+        finished = kind in ("experiment_finished", "pruned", "skipped")
+        if finished and self.task is not None and event["record"]["status"] != "interrupted":
+            self.progress.advance(self.task)
+        if kind == "waiting":
+            self._status(line or "")
+            return
+        if kind == "container":
+            self._status(line or "")
+        if line:
+            self.progress.console.print(line, highlight=False, markup=False)
+
+    def _status(self, text: str) -> None:
+        if self.task is not None:
+            restarts = f" | restarts {self.restarts}" if self.restarts else ""
+            self.progress.update(self.task, status=text + restarts)
+
+    def close(self) -> None:
+        """Stop the live display, leaving the last state on screen."""
+        self.progress.stop()

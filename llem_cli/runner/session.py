@@ -1,0 +1,215 @@
+"""One ``llem run`` invocation: pick or create the run directory, lock, journal, loop, summarise.
+
+Order matters for "never lose a result, never leave a container": the lock is
+taken before anything is written, the journal records ``run_started`` before
+the first container starts, and the ContainerManager context (inside the signal
+handler) tears down on every way out, before the end event is journaled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llem_cli.campaign.load import LoadedCampaign
+from llem_cli.docker.compose import discover_compose, docker_argv
+from llem_cli.docker.manager import ContainerManager, StartFailed
+from llem_cli.docker.proc import SubprocessRunner
+from llem_cli.docker.signals import handle_signals
+from llem_cli.errors import (
+    EXIT_ABORTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EnvironmentProblem,
+    Interrupted,
+    RunAborted,
+    UsageProblem,
+)
+from llem_cli.plan import Experiment, order_experiments, stream_json
+from llem_cli.run.journal import Journal, RunState, replay
+from llem_cli.run.lock import RunLock
+from llem_cli.run.rundir import RunDir, atomic_write_text, create_run_dir, find_newest_unfinished
+from llem_cli.runner.loop import CampaignLoop
+from llem_cli.runner.records import write_results_csv
+from llem_cli.runner.reporter import Reporter
+
+
+@dataclass
+class RunRequest:
+    """What the user asked ``llem run`` for."""
+
+    resume: bool = False
+    resume_dir: Path | None = None
+    results_dir: Path | None = None
+
+
+def check_daemon() -> None:
+    """Fail early with exit 3 when Docker or its daemon is not there."""
+    runner = SubprocessRunner()
+    argv = [*docker_argv(), "version", "--format", "{{.Server.Version}}"]
+    result = runner.run(argv, timeout=30, check=False)
+    if not result.ok or not result.stdout.strip():
+        tail = result.stderr_tail.strip().splitlines()
+        why = tail[-1] if tail else "no answer"
+        raise EnvironmentProblem(
+            f"the Docker daemon is not reachable: {why}",
+            hint="start it (sudo systemctl start docker) or run 'llem doctor'",
+        )
+
+
+def select_run_dir(loaded: LoadedCampaign, request: RunRequest) -> tuple[RunDir, bool]:
+    """The run directory to use and whether it is a resume (DESIGN.md's --resume rules)."""
+    name = loaded.campaign.name
+    results = loaded.results_dir(request.results_dir)
+    if request.resume_dir is not None:
+        run = RunDir(request.resume_dir.resolve())
+        if not run.journal.exists():
+            raise UsageProblem(
+                f"{request.resume_dir}: not a run directory (no journal.jsonl)",
+                hint="give a directory under <results>/<name>/, or --resume alone",
+            )
+        return run, True
+    if request.resume:
+        found = find_newest_unfinished(results, name)
+        if found is not None:
+            return found, True
+    return create_run_dir(results, name), False
+
+
+def check_resume_compatible(run: RunDir, experiments: list[Experiment]) -> None:
+    """Refuse a resume whose campaign no longer has keys the run already planned."""
+    try:
+        old = json.loads(run.plan.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    new_keys = {e.key for e in experiments}
+    missing = [
+        item["key"] for item in old if isinstance(item, dict) and item.get("key") not in new_keys
+    ]
+    if missing:
+        raise UsageProblem(
+            f"cannot resume {run.root}: the campaign file changed {len(missing)} planned "
+            f"experiment(s) (e.g. {missing[0]}); "
+            "adding configurations is fine, changing them is not",
+            hint="start a new run without --resume, or restore the campaign file",
+        )
+
+
+def write_plan(run: RunDir, experiments: list[Experiment]) -> None:
+    """``plan.json``: the experiments in order (streamed into a string, then atomically written)."""
+    parts: list[str] = []
+    stream_json(experiments, parts.append)
+    atomic_write_text(run.plan, "".join(parts))
+
+
+def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> int:
+    """Run (or resume) the campaign; return the exit code of DESIGN.md."""
+    campaign = loaded.campaign
+    experiments = list(order_experiments(loaded.configs, campaign))
+    compose = discover_compose()
+    check_daemon()
+    run, resumed = select_run_dir(loaded, request)
+    lock = RunLock(campaign.project_name, run.root)
+    try:
+        lock.acquire()
+    except BaseException:
+        if not resumed:
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
+    try:
+        return _execute_locked(loaded, experiments, run, resumed, compose, reporter)
+    finally:
+        lock.release()
+
+
+def _execute_locked(
+    loaded: LoadedCampaign,
+    experiments: list[Experiment],
+    run: RunDir,
+    resumed: bool,
+    compose: Any,
+    reporter: Reporter,
+) -> int:
+    state = replay(run.journal) if resumed else RunState()
+    if resumed:
+        check_resume_compatible(run, experiments)
+    atomic_write_text(run.campaign, loaded.text)
+    write_plan(run, experiments)
+    services = {
+        loaded.campaign.service_of(name): backend.keepalive
+        for name, backend in loaded.campaign.backends.items()
+    }
+    journal = Journal(run.journal)
+    pending = sum(1 for e in experiments if state.needs_run(e.key))
+    base = {"run_id": run.run_id, "run_dir": str(run.root)}
+
+    def emit(event: dict[str, Any]) -> None:
+        reporter.event(event)
+
+    emit(
+        journal.append(
+            "run_started",
+            **base,
+            campaign=loaded.campaign.name,
+            resumed=resumed,
+            total=len(experiments),
+            pending=pending,
+            argv=sys.argv[1:],
+        )
+    )
+    loop: CampaignLoop | None = None
+    try:
+        with (
+            handle_signals(),
+            ContainerManager(
+                loaded.campaign.project_name,
+                loaded.compose_paths(),
+                run_id=run.run_id,
+                run_dir=run.root,
+                services=services,
+                compose=compose,
+            ) as manager,
+        ):
+            loop = CampaignLoop(loaded, run, experiments, state, journal, manager, emit)
+            loop.run_all()
+    except Interrupted as exc:
+        emit(
+            journal.append(
+                "interrupted", **base, signal="SIGINT" if exc.exit_code == 130 else "SIGTERM"
+            )
+        )
+        _write_results(run)
+        journal.close()
+        raise
+    except (RunAborted, StartFailed) as exc:
+        reason = exc.one_line()
+        emit(journal.append("run_aborted", **base, reason=reason))
+        _write_results(run)
+        journal.close()
+        raise RunAborted(reason) from None
+    except EnvironmentProblem as exc:
+        emit(journal.append("run_aborted", **base, reason=exc.one_line()))
+        _write_results(run)
+        journal.close()
+        raise
+    final = replay(run.journal)
+    counts = final.counts()
+    restarts = loop.state.restarts_total if loop else 0
+    emit(journal.append("run_finished", **base, counts=counts, restarts=restarts))
+    journal.close()
+    _write_results(run)
+    failed = sum(n for status, n in counts.items() if status != "ok")
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _write_results(run: RunDir) -> None:
+    """``results.csv`` from the journal (latest record per key)."""
+    state = replay(run.journal)
+    write_results_csv(run.results_csv, state.records.values())
+
+
+__all__ = ["EXIT_ABORTED", "RunRequest", "execute"]
