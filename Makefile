@@ -30,7 +30,7 @@ demo: venv
 	bash scripts/engine.sh --demo-image
 	$(VENV)/bin/llem validate campaigns/demo.yaml
 	$(VENV)/bin/llem plan campaigns/demo.yaml
-	$(VENV)/bin/llem run campaigns/demo.yaml --no-progress
+	$(VENV)/bin/llem run campaigns/demo.yaml
 	$(VENV)/bin/llem status campaigns/demo.yaml
 
 bench: venv engine

@@ -56,6 +56,7 @@ EVENT_TYPES = frozenset(
         "run_finished",
         "run_aborted",
         "interrupted",
+        "telemetry",
     }
 )
 RECORD_EVENTS = frozenset({"experiment_finished", "pruned", "skipped"})
@@ -96,6 +97,9 @@ class Record:
     restarts_before: int = 0
     metrics: dict[str, Any] | None = None
     error: str | None = None
+    #: how the energy was measured (method, flags, warnings, reasons for nulls, thermal wait):
+    #: llem's addition to DESIGN.md's fields, so a number always says where it came from
+    measurement: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -26,6 +26,7 @@ from llem_cli.run.prune import to_prune
 from llem_cli.run.rundir import RunDir
 from llem_cli.runner.command import experiment_argv, experiment_environment
 from llem_cli.runner.records import record_from_outcome, record_not_run
+from llem_cli.runner.telemetry import HostTelemetry, record_fields
 
 #: Probe statuses the decision knows by name; any other failed probe is "failed".
 _PROBE_ERRORS = {"driver_not_loaded", "nvml_missing", "gpu_lost", "container_died"}
@@ -85,6 +86,7 @@ class CampaignLoop:
         self.pending = [e for e in experiments if state.needs_run(e.key)]
         self.remaining_per_service = Counter(e.service for e in self.pending)
         self.started_services: set[str] = set()
+        self.telemetry = HostTelemetry(self.campaign, emit, self._log)
         self._prune_from_history()
 
     # ---- journal + display ----------------------------------------------------------------------
@@ -110,6 +112,9 @@ class CampaignLoop:
         previous: Experiment | None = None
         total = len(self.experiments)
         done_before = total - len(self.pending)
+        if self.pending:
+            _ = self.telemetry.available  # says once what can be measured
+            self.telemetry.measure_idle_baseline()
         for index, experiment in enumerate(self.pending, start=done_before + 1):
             backend = experiment.config.backend
             if backend in self.state.skipped_backends:
@@ -150,6 +155,10 @@ class CampaignLoop:
             restarts_before = self.state.restarts_total
             exp_dir = self.run.make_experiment(experiment.key)
             exp_dir.chmod(0o777)  # the container's user may not be root
+            gpus = self.campaign.backends[experiment.config.backend].gpus
+            thermal = self.telemetry.wait_until_cool(gpus)
+            window = f"{experiment.key}#{attempt}"
+            self.telemetry.begin(window, gpus)
             try:
                 outcome = self.manager.exec(
                     service,
@@ -162,6 +171,8 @@ class CampaignLoop:
             except SignalReceived:
                 self._record_interrupted(experiment, attempt, restarts_before)
                 raise
+            finally:
+                measurement = self.telemetry.end(window)
             restarts_used = self.state.restarts_session
             if outcome.restarted:
                 # the manager already restarted the container (a timeout leaves the process
@@ -187,6 +198,7 @@ class CampaignLoop:
                 attempts=attempt,
                 restarts_before=restarts_before,
                 experiment_dir=exp_dir,
+                measured=record_fields(measurement, thermal),
             )
             self._finish(experiment, record)
             if verdict.prune:

@@ -45,6 +45,7 @@ def record_from_outcome(
     restarts_before: int,
     experiment_dir: Path,
     status: str | None = None,
+    measured: dict[str, Any] | None = None,
 ) -> Record:
     """The final record of one experiment (energy fields stay None until measured)."""
     metrics, metrics_error = read_metrics(experiment_dir)
@@ -70,6 +71,7 @@ def record_from_outcome(
         restarts_before=restarts_before,
         metrics=metrics,
         error=error,
+        **(measured or {}),
     )
 
 

@@ -25,6 +25,17 @@ class Reporter(Protocol):
         """Stop any live display."""
 
 
+def _safe_write(reporter: PlainReporter | JsonReporter, text: str) -> None:
+    """Write, and stop writing if the reader went away: a closed pipe must not end a run."""
+    if reporter.stream is None:
+        return
+    try:
+        reporter.stream.write(text)
+        reporter.stream.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        reporter.stream = None
+
+
 def _params(record: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in (record.get("params") or {}).items())
 
@@ -61,6 +72,14 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"probe {event['service']}: {event.get('detail') or event.get('status')}"
     if kind == "waiting":
         return f"waiting {format_duration(event['seconds'])} ({event['why']})"
+    if kind == "telemetry":
+        return event.get("note")
+    if kind == "thermal":
+        if event.get("ready") and event.get("waited_s", 0) > 0:
+            return f"GPUs cooled to {event.get('temp_c')}°C after {event['waited_s']:g}s"
+        if not event.get("ready") and event.get("waited_s", 0) == 0:
+            return f"waiting for GPUs to cool: {event.get('temp_c')}°C > {event['target_c']:g}°C"
+        return None
     if kind == "container":
         return f"container {event['service']}: {event['state']}"
     if kind == "run_finished":
@@ -80,7 +99,7 @@ class PlainReporter:
     """One timestamped line per event: fit for cron mail and log files."""
 
     def __init__(self, stream: TextIO | None = None, *, verbose: bool = False) -> None:
-        self.stream = stream or sys.stdout
+        self.stream: TextIO | None = stream or sys.stdout
         self.verbose = verbose
 
     def event(self, event: dict[str, Any]) -> None:
@@ -91,8 +110,7 @@ class PlainReporter:
         if line is None:
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.stream.write(f"{stamp} {line}\n")
-        self.stream.flush()
+        _safe_write(self, f"{stamp} {line}\n")
 
     def close(self) -> None:
         """Nothing to stop."""
@@ -102,12 +120,11 @@ class JsonReporter:
     """One JSON object per event on stdout, for scripts."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stdout
+        self.stream: TextIO | None = stream or sys.stdout
 
     def event(self, event: dict[str, Any]) -> None:
         """Print the event as one JSON line."""
-        self.stream.write(json.dumps(event, default=str) + "\n")
-        self.stream.flush()
+        _safe_write(self, json.dumps(event, default=str) + "\n")
 
     def close(self) -> None:
         """Nothing to stop."""
@@ -164,6 +181,10 @@ class RichReporter:
         if kind == "waiting":
             self._status(line or "")
             return
+        if kind == "thermal":
+            self._status(f"cooling: {event.get('temp_c')}°C -> {event['target_c']:g}°C")
+            if not line:
+                return
         if kind == "container":
             self._status(line or "")
         if line:

@@ -175,7 +175,10 @@ def _execute_locked(
             ) as manager,
         ):
             loop = CampaignLoop(loaded, run, experiments, state, journal, manager, emit)
-            loop.run_all()
+            try:
+                loop.run_all()
+            finally:
+                loop.telemetry.close()
     except Interrupted as exc:
         emit(
             journal.append(

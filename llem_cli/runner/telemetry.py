@@ -1,0 +1,151 @@
+"""Host GPU measurement around experiments: thermal gate, idle baseline, energy windows.
+
+A thin adapter between the loop and :mod:`llem_cli.telemetry`: it owns the one
+EnergyMonitor of a session, says once when nothing can be measured, and turns a
+Measurement into the record's fields (null, never 0, for what was not measured).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from llem_cli.campaign.model import Campaign
+from llem_cli.telemetry import EnergyMonitor, Measurement, ThermalStatus, ThermalWait
+from llem_cli.telemetry import wait_until_cool as _wait_until_cool
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class HostTelemetry:
+    """The session's view of the host GPUs (opened on first use, closed with the session)."""
+
+    def __init__(self, campaign: Campaign, emit: Emit, log: Emit) -> None:
+        self.campaign = campaign
+        self.emit = emit
+        self.log = log  # journaled events
+        self._monitor: EnergyMonitor | None = None
+
+    @property
+    def monitor(self) -> EnergyMonitor:
+        """The EnergyMonitor; opening it says once in the journal what can be measured."""
+        if self._monitor is None:
+            self._monitor = EnergyMonitor(None)
+            reason = self._monitor.unavailable_reason
+            if reason:
+                self.log(
+                    "telemetry",
+                    gpus=[],
+                    note=f"no host GPU measurement: {reason}; energy, power and "
+                    "temperature are recorded as null",
+                )
+            else:
+                gpus = sorted(self._monitor.gpu_set.gpus)
+                self.log("telemetry", gpus=gpus, note=f"measuring host GPUs {gpus} with NVML")
+        return self._monitor
+
+    @property
+    def available(self) -> bool:
+        """Whether at least one host GPU can be read."""
+        return self.monitor.unavailable_reason is None
+
+    def measure_idle_baseline(self) -> None:
+        """``execution.idle_baseline``: idle power once, before the first experiment."""
+        seconds = self.campaign.execution.idle_baseline
+        if not seconds or not self.available:
+            return
+        self.emit({"type": "waiting", "seconds": seconds, "why": "idle power baseline"})
+        baseline = self.monitor.measure_idle(seconds)
+        self.log(
+            "telemetry",
+            idle_power_w={str(k): round(v, 3) for k, v in baseline.power_w.items()},
+            reasons={str(k): v for k, v in baseline.reasons.items()},
+            note=f"idle baseline over {seconds:g}s",
+        )
+
+    def wait_until_cool(self, gpus: list[int] | None) -> ThermalWait | None:
+        """``execution.thermal``: wait for the backend's GPUs to cool (None: not configured)."""
+        thermal = self.campaign.execution.thermal
+        if thermal is None or not self.available:
+            return None
+        idle: dict[int, float] | None = None
+        baseline = self.monitor.idle_baseline
+        if thermal.power_within_idle_pct is not None and baseline is not None:
+            idle = dict(baseline.power_w)
+
+        def progress(status: ThermalStatus) -> None:
+            hottest = max((t for t in status.temps_c.values() if t is not None), default=None)
+            self.emit(
+                {
+                    "type": "thermal",
+                    "waited_s": round(status.waited_s, 1),
+                    "temp_c": hottest,
+                    "target_c": status.target_temp_c,
+                    "ready": status.ready,
+                }
+            )
+
+        return _wait_until_cool(
+            self.monitor.gpu_set,
+            max_temp_c=thermal.max_temp_c,
+            max_wait_s=thermal.max_wait,
+            indices=gpus,
+            idle_power_w=idle,
+            power_tolerance=(thermal.power_within_idle_pct or 10.0) / 100.0,
+            on_progress=progress,
+        )
+
+    def begin(self, key: str, gpus: list[int] | None) -> None:
+        """Open the experiment's energy window (just before its exec)."""
+        self.monitor.begin_window(key, gpus)
+
+    def end(self, key: str) -> Measurement:
+        """Close the window and return what it measured."""
+        return self.monitor.end_window(key)
+
+    def close(self) -> None:
+        """Stop the sampler thread and shut NVML down."""
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+
+
+def record_fields(measurement: Measurement | None, thermal: ThermalWait | None) -> dict[str, Any]:
+    """The record's energy fields and its ``measurement`` detail (nulls stay nulls)."""
+    detail: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    if measurement is not None:
+        fields = {
+            "energy_j": _round(measurement.energy_j),
+            "avg_power_w": _round(measurement.avg_power_w),
+            "idle_power_w": _round(measurement.idle_power_w),
+            "net_energy_j": _round(measurement.net_energy_j),
+            "max_temp_c": measurement.max_temp_c,
+        }
+        detail = {
+            "method": measurement.method,
+            "gpus": measurement.gpu_indices,
+            "counter_energy_j": _round(measurement.counter_energy_j),
+            "sampled_energy_j": _round(measurement.sampled_energy_j),
+            "window_s": _round(measurement.duration_s),
+            "flags": list(measurement.flags),
+            "warnings": list(measurement.warnings),
+            "reasons": dict(measurement.reasons),
+            "clock_events": list(measurement.clock_events),
+        }
+    if thermal is not None:
+        detail.setdefault("flags", [])
+        detail["flags"] = [*detail["flags"], *thermal.flags]
+        detail["thermal"] = {
+            "waited_s": round(thermal.waited_s, 3),
+            "start_temp_c": thermal.start_temp_c,
+            "end_temp_c": thermal.end_temp_c,
+            "timed_out": thermal.timed_out,
+            "reason": thermal.reason,
+        }
+    fields["measurement"] = detail or None
+    return fields
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(value, digits)
