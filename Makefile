@@ -32,6 +32,7 @@ demo: venv
 	$(VENV)/bin/llem plan campaigns/demo.yaml
 	$(VENV)/bin/llem run campaigns/demo.yaml
 	$(VENV)/bin/llem status campaigns/demo.yaml
+	$(VENV)/bin/llem results campaigns/demo.yaml --group-by backend,size
 
 bench: venv engine
 	$(PY) bench/bench_startup_plan.py

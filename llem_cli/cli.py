@@ -200,6 +200,52 @@ def down(target: Path) -> None:
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), metavar="RUN_DIR|FILE")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="table: statistics per group; csv/json: one record per experiment.",
+)
+@click.option("--group-by", help="Comma-separated axes to group by (default: each configuration).")
+@click.option(
+    "--per",
+    multiple=True,
+    help="Count metric to report energy per (repeatable; "
+    "default: results.per of the campaign, else tokens if reported).",
+)
+@click.option(
+    "--stats",
+    "stats_only",
+    is_flag=True,
+    help="With csv/json: the per-group statistics instead of the records.",
+)
+def results(
+    run_dir: Path, fmt: str, group_by: str | None, per: tuple[str, ...], stats_only: bool
+) -> None:
+    """One record per experiment, and per-group statistics (mean, 95 % CI).
+
+    RUN_DIR: that run; FILE: the campaign's newest run.
+
+    \b
+    Examples:
+      llem results results/demo/20261128T140500Z
+      llem results results/demo/20261128T140500Z --group-by backend
+      llem results results/demo/20261128T140500Z --format csv > runs.csv
+      llem results results/demo/20261128T140500Z --format json --stats
+    """
+    from llem_cli.commands.results import show_results
+
+    axes = [a.strip() for a in group_by.split(",") if a.strip()] if group_by else None
+    code = show_results(
+        run_dir, fmt=fmt, group_by=axes, per=list(per), stats_only=stats_only, out=get_output()
+    )
+    click.get_current_context().exit(code)
+
+
+@cli.command()
 def schema() -> None:
     """Print the JSON Schema of the campaign file (for editors' YAML language servers).
 

@@ -68,7 +68,8 @@ def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
         return schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
     if "anyOf" in node:
         refs = [b for b in node["anyOf"] if "$ref" in b]
-        if refs:
+        others = [b for b in node["anyOf"] if "$ref" not in b]
+        if refs and all(b == {"type": "null"} for b in others):
             return resolve(schema, refs[0])
     return node
 

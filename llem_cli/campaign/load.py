@@ -37,7 +37,7 @@ class LoadedCampaign:
 
     def results_dir(self, override: Path | None = None) -> Path:
         """``results`` resolved against the campaign file (or the command-line override)."""
-        return (override or self.base_dir / self.campaign.results).resolve()
+        return (override or self.base_dir / self.campaign.results_path).resolve()
 
 
 def check_file(path: Path) -> tuple[LoadedCampaign | None, list[Problem]]:

@@ -109,6 +109,16 @@ class Health(_Strict):
     restart_backoff: Duration = 5.0
 
 
+class Results(_Strict):
+    """Where runs go and how ``llem results`` normalises energy (the long form of ``results``)."""
+
+    dir: str = "results"
+    per: list[Annotated[str, Field(pattern=IDENT_PATTERN)]] = Field(
+        default_factory=list,
+        description="count metrics (from result.json) to report energy per, e.g. [tokens]",
+    )
+
+
 ParamMap = dict[Annotated[str, Field(pattern=IDENT_PATTERN)], Scalar]
 AxisMap = dict[
     Annotated[str, Field(pattern=IDENT_PATTERN)], Annotated[list[Scalar], Field(min_length=1)]
@@ -130,7 +140,9 @@ class Campaign(_Strict):
     exclude: list[ParamMap] = Field(default_factory=list)
     execution: Execution = Field(default_factory=Execution)
     health: Health = Field(default_factory=Health)
-    results: str = "results"
+    results: str | Results = Field(
+        "results", description="directory for runs, relative to this file; or {dir, per}"
+    )
 
     @field_validator("compose")
     @classmethod
@@ -146,6 +158,16 @@ class Campaign(_Strict):
     def project_name(self) -> str:
         """The compose project: given, or ``llem-<name>``."""
         return self.project or f"llem-{self.name}"
+
+    @property
+    def results_path(self) -> str:
+        """The results directory as written (relative to the campaign file)."""
+        return self.results if isinstance(self.results, str) else self.results.dir
+
+    @property
+    def energy_per(self) -> list[str]:
+        """Count metrics that ``llem results`` divides energy by."""
+        return [] if isinstance(self.results, str) else list(self.results.per)
 
     def service_of(self, backend: str) -> str:
         """The compose service a backend runs in."""

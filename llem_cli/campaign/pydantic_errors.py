@@ -19,6 +19,7 @@ from llem_cli.campaign.yaml_source import PathKey, SourceDoc, child
 _UNION_MESSAGES: dict[str, str] = {
     "compose": "expected a compose file path or a list of paths",
     "probe": "expected 'nvidia-smi' or an argv list that prints the same CSV",
+    "results": "expected a directory path, or a mapping with dir and per",
 }
 _SCALAR_MESSAGE = "expected a string, number or boolean (a single value, not a list or mapping)"
 
@@ -30,6 +31,7 @@ def _model_at(path: PathKey) -> type[BaseModel] | None:
         ("execution",): m.Execution,
         ("execution", "thermal"): m.Thermal,
         ("health",): m.Health,
+        ("results",): m.Results,
     }
     if len(path) == 2 and path[0] == "backends":
         return m.Backend

@@ -1,0 +1,98 @@
+"""``llem results``: one record per experiment, and per-group statistics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llem_cli.output import Output
+from llem_cli.results.aggregate import GroupStats, aggregate, stats_rows
+from llem_cli.results.load import load_run_records
+from llem_cli.runner.records import csv_text
+
+_ALWAYS_SHOWN = {"energy_j"}  # shown even when nothing was measured, to say so
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def show_results(
+    run_dir: Path,
+    *,
+    fmt: str,
+    group_by: list[str] | None,
+    per: list[str],
+    stats_only: bool,
+    out: Output,
+) -> int:
+    """Print the run's records or statistics in the chosen format."""
+    loaded = load_run_records(run_dir)
+    records = loaded.records
+    groups = aggregate(records, group_by, per or loaded.energy_per)
+    if fmt == "json":
+        data: Any = stats_rows(groups) if stats_only else [r.to_json() for r in records]
+        click.echo(json.dumps(data, indent=2, default=str))
+        return 0
+    if fmt == "csv":
+        if stats_only:
+            sys.stdout.write(_rows_csv(stats_rows(groups)))
+        else:
+            sys.stdout.write(csv_text(records))
+        return 0
+    _table(loaded.run.run_id, groups, len(records), out)
+    return 0
+
+
+def _rows_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    names: list[str] = []
+    for row in rows:
+        names.extend(k for k in row if k not in names)
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _table(run_id: str, groups: list[GroupStats], n_records: int, out: Output) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {run_id}: {n_records} records, mean and 95 % CI over ok experiments")
+    for column in ("group", "quantity", "n", "mean", "95 % CI", "ci"):
+        table.add_column(column, justify="right" if column in ("n", "mean") else "left")
+    for group in groups:
+        label = " ".join(f"{k}={v}" for k, v in group.label.items())
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(group.statuses.items()))
+        first = True
+        for name, summary in group.quantities.items():
+            if summary.n == 0 and name not in _ALWAYS_SHOWN:
+                continue
+            ci = summary.ci
+            mean = _fmt(summary.mean) if summary.n else "not measured"
+            table.add_row(
+                f"{label}\n({statuses})" if first else "",
+                name,
+                str(summary.n),
+                mean,
+                f"{_fmt(ci[0])} – {_fmt(ci[1])}" if ci else "—",
+                summary.ci_method or "",
+                end_section=False,
+            )
+            first = False
+        table.add_section()
+    out.console().print(table)

@@ -1,0 +1,1 @@
+"""Reading a run's records back and summarising them (``llem results``)."""

@@ -1,0 +1,113 @@
+"""Per-group statistics of a run: n, mean and 95 % confidence interval per quantity.
+
+Only ``ok`` records enter the statistics (a failed experiment's energy is not a
+measurement of the configuration); missing values are skipped and counted, never
+read as 0. Student t intervals, bootstrap (fixed seed) where n >= 10.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llem_cli.run.journal import Record
+from llem_cli.stats import Summary, summarize
+
+QUANTITIES = ("duration_s", "energy_j", "net_energy_j", "avg_power_w", "max_temp_c")
+
+
+@dataclass
+class GroupStats:
+    """One group (a configuration, or the records sharing the ``--group-by`` axes)."""
+
+    label: dict[str, Any]
+    statuses: dict[str, int]
+    quantities: dict[str, Summary] = field(default_factory=dict)
+
+
+def group_key(record: Record, axes: Sequence[str] | None) -> tuple[tuple[str, Any], ...]:
+    """The group a record belongs to: its backend and params, or the chosen axes."""
+    if not axes:
+        return (("backend", record.backend), *sorted(record.params.items()))
+    values = []
+    for axis in axes:
+        value = record.backend if axis == "backend" else record.params.get(axis)
+        values.append((axis, value))
+    return tuple(values)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _count_metric(per: Sequence[str], records: Iterable[Record]) -> list[str]:
+    """The count metrics to divide energy by: ``results.per``, else ``tokens`` if reported."""
+    if per:
+        return list(per)
+    for record in records:
+        if record.metrics and _number(record.metrics.get("tokens")):
+            return ["tokens"]
+    return []
+
+
+def aggregate(
+    records: Sequence[Record], axes: Sequence[str] | None = None, per: Sequence[str] = ()
+) -> list[GroupStats]:
+    """Statistics per group, groups in the order their first record appears."""
+    groups: dict[tuple[tuple[str, Any], ...], list[Record]] = {}
+    for record in records:
+        groups.setdefault(group_key(record, axes), []).append(record)
+    per_metrics = _count_metric(per, records)
+    out = []
+    for key, members in groups.items():
+        statuses: dict[str, int] = {}
+        for record in members:
+            statuses[record.status] = statuses.get(record.status, 0) + 1
+        ok = [r for r in members if r.status == "ok"]
+        stats = GroupStats(dict(key), statuses)
+        for name in QUANTITIES:
+            stats.quantities[name] = summarize([_number(getattr(r, name)) for r in ok])
+        for metric in per_metrics:
+            ratios = []
+            for r in ok:
+                count = _number((r.metrics or {}).get(metric))
+                ratios.append(r.energy_j / count if r.energy_j is not None and count else None)
+            stats.quantities[f"energy_per_{metric}_j"] = summarize(ratios)
+        metric_names: list[str] = []
+        for r in ok:
+            for name, value in (r.metrics or {}).items():
+                if _number(value) is not None and name not in metric_names:
+                    metric_names.append(name)
+        for name in metric_names:
+            stats.quantities[f"metrics.{name}"] = summarize(
+                [_number((r.metrics or {}).get(name)) for r in ok]
+            )
+        out.append(stats)
+    return out
+
+
+def stats_rows(groups: Sequence[GroupStats]) -> list[dict[str, Any]]:
+    """One flat row per group and quantity, for CSV/JSON output and the table."""
+    rows = []
+    for group in groups:
+        for name, summary in group.quantities.items():
+            ci = summary.ci
+            rows.append(
+                {
+                    **{f"group.{k}": v for k, v in group.label.items()},
+                    "quantity": name,
+                    "n": summary.n,
+                    "missing": summary.n_missing,
+                    "mean": summary.mean,
+                    "std": summary.std,
+                    "ci_low": ci[0] if ci else None,
+                    "ci_high": ci[1] if ci else None,
+                    "ci_method": summary.ci_method,
+                    "statuses": group.statuses,
+                }
+            )
+    return rows

@@ -1,0 +1,59 @@
+"""A run's records in plan order, and the run's own campaign settings that shape the report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from llem_cli.errors import UsageProblem
+from llem_cli.run.journal import Record, replay
+from llem_cli.run.rundir import RunDir
+
+
+@dataclass
+class RunRecords:
+    """The latest record of every experiment that has one, in plan order."""
+
+    run: RunDir
+    records: list[Record]
+    energy_per: list[str]
+
+
+def _plan_order(run: RunDir) -> list[str]:
+    try:
+        return [item["key"] for item in json.loads(run.plan.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _energy_per(run: RunDir) -> list[str]:
+    """``results.per`` from the run's copy of the campaign (read raw: its paths are elsewhere)."""
+    try:
+        data = yaml.safe_load(run.campaign.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    results = data.get("results") if isinstance(data, dict) else None
+    per = results.get("per") if isinstance(results, dict) else None
+    return [p for p in per if isinstance(p, str)] if isinstance(per, list) else []
+
+
+def load_run_records(path: Path) -> RunRecords:
+    """Records of the run directory at ``path``, or of a campaign file's newest run."""
+    if path.is_file():
+        from llem_cli.commands.status import resolve_target
+
+        run = resolve_target(path)
+    else:
+        run = RunDir(path.resolve())
+    if not run.journal.exists():
+        raise UsageProblem(
+            f"{path}: not a run directory (no journal.jsonl)",
+            hint="give <results>/<name>/<run_id> (see 'llem status') or a campaign file",
+        )
+    state = replay(run.journal)
+    order = {key: i for i, key in enumerate(_plan_order(run))}
+    records = sorted(state.records.values(), key=lambda r: order.get(r.key, len(order)))
+    return RunRecords(run, records, _energy_per(run))
