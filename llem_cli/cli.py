@@ -246,6 +246,28 @@ def results(
 
 
 @cli.command()
+@click.argument("campaign", required=False, type=campaign_file, metavar="[FILE]")
+@click.option(
+    "--json", "as_json", is_flag=True, envvar="LLEM_DOCTOR_JSON", help="Print the checks as JSON."
+)
+def doctor(campaign: Path | None, as_json: bool) -> None:
+    """Check docker, compose, the daemon, the NVIDIA runtime and host GPUs.
+
+    With a campaign FILE, also each backend's image and GPU reservation.
+    Exit 0 when llem can run (warnings allowed), 3 when docker, compose or the
+    daemon is missing or unreachable.
+
+    \b
+    Examples:
+      llem doctor
+      llem doctor campaigns/demo.yaml --json
+    """
+    from llem_cli.commands.doctor import run_doctor
+
+    click.get_current_context().exit(run_doctor(campaign, as_json=as_json, out=get_output()))
+
+
+@cli.command()
 def schema() -> None:
     """Print the JSON Schema of the campaign file (for editors' YAML language servers).
 
