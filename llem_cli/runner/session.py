@@ -17,8 +17,8 @@ from typing import Any
 
 from llem_cli.campaign.load import LoadedCampaign
 from llem_cli.docker.compose import discover_compose, docker_argv
-from llem_cli.docker.manager import ContainerManager, StartFailed
-from llem_cli.docker.proc import SubprocessRunner
+from llem_cli.docker.manager import ContainerManager, StartFailed, teardown_by_label
+from llem_cli.docker.proc import CommandFailed, SubprocessRunner
 from llem_cli.docker.signals import handle_signals
 from llem_cli.errors import (
     EXIT_ABORTED,
@@ -174,6 +174,8 @@ def _execute_locked(
                 compose=compose,
             ) as manager,
         ):
+            if resumed:
+                _remove_leftovers(run, manager, emit)
             loop = CampaignLoop(loaded, run, experiments, state, journal, manager, emit)
             try:
                 loop.run_all()
@@ -188,12 +190,19 @@ def _execute_locked(
         _write_results(run)
         journal.close()
         raise
-    except (RunAborted, StartFailed) as exc:
+    except RunAborted as exc:
+        emit(journal.append("run_aborted", **base, reason=exc.one_line()))
+        _write_results(run)
+        journal.close()
+        raise
+    except StartFailed as exc:
+        # a container that cannot start (missing image, no GPU runtime) is the
+        # environment's problem, not a policy decision: exit 3, resumable once fixed
         reason = exc.one_line()
         emit(journal.append("run_aborted", **base, reason=reason))
         _write_results(run)
         journal.close()
-        raise RunAborted(reason) from None
+        raise EnvironmentProblem(reason, hint="check with 'llem doctor FILE'") from None
     except EnvironmentProblem as exc:
         emit(journal.append("run_aborted", **base, reason=exc.one_line()))
         _write_results(run)
@@ -207,6 +216,29 @@ def _execute_locked(
     _write_results(run)
     failed = sum(n for status, n in counts.items() if status != "ok")
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _remove_leftovers(run: RunDir, manager: ContainerManager, emit: Any) -> None:
+    """A resume starts from fresh containers: remove those the stopped run left (by run label).
+
+    A ``kill -9``ed llem leaves its containers up, the experiment it was running perhaps still
+    running inside; ``compose up`` of the same run would reuse them as they are (same label, same
+    config), so the re-run would share the container with its own ghost. And a resume with
+    nothing left to run starts nothing, so its teardown would not remove them either.
+    """
+    try:
+        removed = teardown_by_label(
+            run_id=run.run_id,
+            runner=manager.runner,
+            docker=manager.docker,
+            timeout=manager.timeouts.command_s,
+        )
+    except CommandFailed as exc:
+        emit({"type": "container", "service": "leftover", "state": f"not removed: {exc}"})
+        return
+    if removed:
+        state = f"removed {len(removed)} container(s) of the stopped run"
+        emit({"type": "container", "service": "leftover", "state": state})
 
 
 def _write_results(run: RunDir) -> None:
