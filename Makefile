@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 engine:
-	bash scripts/engine.sh
+	bash scripts/engine.sh --with-compose-v1
 
 lint: venv
 	$(VENV)/bin/ruff check llem_cli tests bench
