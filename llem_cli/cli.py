@@ -268,6 +268,62 @@ def doctor(campaign: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument(
+    "path",
+    required=False,
+    default=Path("campaign.yaml"),
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="[PATH]",
+)
+@click.option(
+    "-b",
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(["pytorch", "vllm", "tensorrt", "sglang"]),
+    help="An engine to include (repeatable; default: pytorch).",
+)
+@click.option(
+    "--model",
+    default="Qwen/Qwen2.5-0.5B-Instruct",
+    show_default=True,
+    help="Hugging Face model id for the grid.",
+)
+@click.option(
+    "--compose",
+    "with_compose",
+    is_flag=True,
+    help="Also write PATH's compose file (<stem>.compose.yml) and the scripts it mounts.",
+)
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+def init(
+    path: Path, backends: tuple[str, ...], model: str, with_compose: bool, force: bool
+) -> None:
+    """Write a commented starting campaign (default PATH: campaign.yaml) that validates as written.
+
+    Without --compose the campaign uses compose/<backend>.yml beside or above PATH (this
+    repository's layout). Existing files are never overwritten without --force (exit 2).
+
+    \b
+    Examples:
+      llem init --backend vllm --compose                 # campaign.yaml + campaign.compose.yml
+      llem init -b pytorch -b vllm --model meta-llama/Llama-3.2-1B my.yaml --compose
+      llem init campaigns/mine.yaml -b sglang            # uses compose/sglang.yml
+    """
+    from llem_cli.commands.init import init_campaign
+
+    code = init_campaign(
+        path,
+        backends=backends,
+        model=model,
+        with_compose=with_compose,
+        force=force,
+        out=get_output(),
+    )
+    click.get_current_context().exit(code)
+
+
+@cli.command()
 def schema() -> None:
     """Print the JSON Schema of the campaign file (for editors' YAML language servers).
 
