@@ -142,3 +142,15 @@ def test_not_a_run_directory_is_one_line_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "not a run directory" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_retry_sets_the_earlier_attempts_report_aside(tmp_path: Path) -> None:
+    from llem_cli.runner.records import read_metrics, set_aside_stale_result
+
+    (tmp_path / "result.json").write_text('{"tokens": 1}\n')
+    assert set_aside_stale_result(tmp_path) == tmp_path / "result.attempt-1.json"
+    assert read_metrics(tmp_path) == (None, None)  # nothing stale is merged
+    (tmp_path / "result.json").write_text('{"tokens": 2}\n')
+    assert set_aside_stale_result(tmp_path) == tmp_path / "result.attempt-2.json"
+    assert json.loads((tmp_path / "result.attempt-1.json").read_text()) == {"tokens": 1}
+    assert set_aside_stale_result(tmp_path) is None

@@ -25,7 +25,7 @@ from llem_cli.run.journal import Journal, Record, RunState
 from llem_cli.run.prune import to_prune
 from llem_cli.run.rundir import RunDir
 from llem_cli.runner.command import experiment_argv, experiment_environment
-from llem_cli.runner.records import record_from_outcome, record_not_run
+from llem_cli.runner.records import record_from_outcome, record_not_run, set_aside_stale_result
 from llem_cli.runner.telemetry import HostTelemetry, record_fields
 
 #: Probe statuses the decision knows by name; any other failed probe is "failed".
@@ -155,6 +155,7 @@ class CampaignLoop:
             restarts_before = self.state.restarts_total
             exp_dir = self.run.make_experiment(experiment.key)
             exp_dir.chmod(0o777)  # the container's user may not be root
+            set_aside_stale_result(exp_dir)
             gpus = self.campaign.backends[experiment.config.backend].gpus
             thermal = self.telemetry.wait_until_cool(gpus)
             window = f"{experiment.key}#{attempt}"

@@ -23,6 +23,24 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def set_aside_stale_result(experiment_dir: Path) -> Path | None:
+    """Rename a ``result.json`` left by an earlier attempt to ``result.attempt-N.json``.
+
+    A retried or resumed experiment must not have the old attempt's report merged
+    into its record (nor appended to, as SGLang's --result-filename does), and
+    the old report must not be lost either.
+    """
+    stale = experiment_dir / RESULT_FILE
+    if not stale.exists():
+        return None
+    number = 1
+    while (experiment_dir / f"result.attempt-{number}.json").exists():
+        number += 1
+    target = experiment_dir / f"result.attempt-{number}.json"
+    stale.rename(target)
+    return target
+
+
 def read_metrics(experiment_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The experiment's own ``result.json`` (a JSON object), or None and why not."""
     path = experiment_dir / RESULT_FILE
