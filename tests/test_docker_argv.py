@@ -175,7 +175,9 @@ def test_dry_run_prints_commands_and_touches_nothing(tmp_path: Path) -> None:
         "temperature.gpu,utilization.gpu,power.draw --format=csv,noheader,nounits",
         f"{base} exec -T -e API_KEY app bench --n 1",
         f"{base} down --remove-orphans --timeout 10",
-        "docker ps -a -q --no-trunc --filter label=llem.run=r1",
+        "docker ps -a -q --no-trunc --filter label=llem.run=r1"
+        " --filter label=com.docker.compose.project=llem-x",
+        "docker network ls -q --filter label=com.docker.compose.project=llem-x",
     ]
     assert "k-123456" not in out.getvalue()
     assert runner.commands[0][-1] == "app"

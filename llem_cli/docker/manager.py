@@ -222,6 +222,7 @@ class ContainerManager:
                 log.warning("compose down failed (%s); removing by label", result.stderr_tail)
             teardown_by_label(
                 run_id=self.run_id,
+                project=self.project.name,
                 runner=self.runner,
                 docker=self.docker,
                 timeout=self.timeouts.command_s,
@@ -490,7 +491,7 @@ def teardown_by_label(
     docker: Sequence[str] | None = None,
     timeout: float = 120.0,
 ) -> list[str]:
-    """Remove every container labelled ``llem.run=<run_id>`` and/or of compose ``project``.
+    """Remove the containers labelled ``llem.run=<run_id>`` and/or of ``project`` (both: AND).
 
     With ``project`` its networks go too. This is what ``llem down`` runs; it needs no compose
     file, so it works when the run's files are gone or compose's state is off. Returns the ids
@@ -500,22 +501,22 @@ def teardown_by_label(
         raise ValueError("teardown_by_label needs run_id or project")
     runner = runner or SubprocessRunner()
     docker = tuple(docker or docker_argv())
-    filters = []
+    # Both given: containers carrying both labels (docker ANDs label filters). A run id is a
+    # timestamp, unique only within its campaign, so the project keeps another campaign's run
+    # started in the same second out of the sweep.
+    filters: list[str] = []
     if run_id is not None:
-        filters.append(f"label={RUN_LABEL}={run_id}")
+        filters += ["--filter", f"label={RUN_LABEL}={run_id}"]
     if project is not None:
-        filters.append(f"label={PROJECT_LABEL}={project}")
+        filters += ["--filter", f"label={PROJECT_LABEL}={project}"]
     ids: list[str] = []
     with deferred():
-        for flt in filters:
-            argv = [*docker, "ps", "-a", "-q", "--no-trunc", "--filter", flt]
-            result = runner.run(argv, timeout=timeout, check=False)
-            require_ok(argv, result.returncode, result.stderr)
-            if not result.ok:
-                raise CommandFailed(argv, result.returncode, result.stderr_tail)
-            for line in result.stdout.split():
-                if line not in ids:
-                    ids.append(line)
+        argv = [*docker, "ps", "-a", "-q", "--no-trunc", *filters]
+        result = runner.run(argv, timeout=timeout, check=False)
+        require_ok(argv, result.returncode, result.stderr)
+        if not result.ok:
+            raise CommandFailed(argv, result.returncode, result.stderr_tail)
+        ids = list(dict.fromkeys(result.stdout.split()))
         if ids:
             argv = [*docker, "rm", "-f", *ids]
             result = runner.run(argv, timeout=timeout, check=False)
