@@ -31,7 +31,9 @@ TWO_RETRIES = Policy(max_memory_used_pct=90, max_restarts=3, retries=2)
 HEALTHY = Probe(max_memory_used_pct=10)
 
 
-def S(outcome=None, probe=None, policy=POLICY, used=0, attempt=1, daemon=True, after=False):
+def S(
+    outcome=None, probe=None, policy=POLICY, used=0, attempt=1, daemon=True, after=False, left=True
+):
     return Situation(
         outcome=outcome,
         probe=probe,
@@ -40,6 +42,7 @@ def S(outcome=None, probe=None, policy=POLICY, used=0, attempt=1, daemon=True, a
         attempt=attempt,
         daemon_reachable=daemon,
         after_restart=after,
+        work_left=left,
     )
 
 
@@ -139,6 +142,14 @@ TABLE = [
     ("container-died-daemon-gone", S("container_died", daemon=False), AB, False, False),
     ("container-died-gpu-lost", S("container_died", Probe(error="gpu_lost")), AB, False, False),
     ("gpu-oom-daemon-gone", S("gpu_oom", daemon=False), AB, False, False),
+    # --- nothing left to run in the container: no restart needed, so no abort either ----
+    ("gpu-oom-nothing-left", S("gpu_oom", left=False), C, False, True),
+    ("gpu-oom-nothing-left-budget-spent", S("gpu_oom", used=3, left=False), C, False, True),
+    ("oom-killed-nothing-left", S("oom_killed", policy=NO_RESTARTS, left=False), C, False, False),
+    ("timeout-retries-spent-nothing-left", S("timeout", attempt=2, left=False), C, False, False),
+    # a retry's work is its own experiment: it still restarts
+    ("timeout-retry-nothing-else-left", S("timeout", left=False), RT, True, False),
+    ("gpu-lost-nothing-left", S("ok", Probe(error="gpu_lost"), left=False), AB, False, False),
 ]
 
 

@@ -34,7 +34,14 @@ def bring_down(target: Path, out: Output) -> int:
                 f"{target}: not a run directory (no journal.jsonl)",
                 hint="give a campaign file or <results>/<name>/<run_id>",
             )
-        removed = teardown_by_label(run_id=run.run_id, project=project_of_run(run))
+        project = project_of_run(run)
+        # A run id is a timestamp, unique only among its campaign's runs: another campaign
+        # started in the same second has the same llem.run label. The run's containers are
+        # all in its compose project, so the project alone names them without that risk.
+        if project is not None:
+            removed = teardown_by_label(project=project)
+        else:
+            removed = teardown_by_label(run_id=run.run_id)
         what = f"run {run.run_id}"
     else:
         loaded = load_campaign(target)

@@ -91,6 +91,9 @@ class Situation:
     ``retries`` extra attempts allowed, attempt ``n`` may be retried while
     ``n <= retries``. ``after_restart`` says the probe was taken right after a
     restart, so a problem a restart should have cured is taken as permanent.
+    ``work_left`` (after an experiment) says whether anything else is still to run
+    in this container: a restart that would clean up for nobody is not worth a
+    share of the budget, nor an abort when the budget is spent.
     """
 
     outcome: str | None
@@ -100,6 +103,7 @@ class Situation:
     attempt: int = 1
     daemon_reachable: bool = True
     after_restart: bool = False
+    work_left: bool = True
 
     def __post_init__(self) -> None:
         if self.outcome is not None and self.outcome not in OUTCOMES:
@@ -129,7 +133,16 @@ class Decision:
 
 
 def _restart(situation: Situation, action: Action, why: str, *, prune: bool = False) -> Decision:
-    """A decision needing a restart, or ABORT when the restart budget is spent."""
+    """A decision needing a restart, or ABORT when the restart budget is spent.
+
+    After an experiment with nothing else to run in its container, no restart is
+    needed: the container is removed anyway, so the outcome is recorded and the
+    run goes on (a retry still restarts: its own experiment is the work left).
+    """
+    if situation.outcome is not None and not situation.work_left and action is not Action.RETRY:
+        return Decision(
+            Action.CONTINUE, f"{why}; nothing left to run in this container", prune=prune
+        )
     used, budget = situation.restarts_used, situation.policy.max_restarts
     if used >= budget:
         return Decision(

@@ -8,6 +8,7 @@ between continue / restart / retry / skip / abort is made by
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -86,6 +87,7 @@ class CampaignLoop:
         self.pending = [e for e in experiments if state.needs_run(e.key)]
         self.remaining_per_service = Counter(e.service for e in self.pending)
         self.started_services: set[str] = set()
+        self.settled: set[str] = set()  # keys recorded (not interrupted) in this session
         self.telemetry = HostTelemetry(self.campaign, emit, self._log)
         self._prune_from_history()
 
@@ -101,6 +103,7 @@ class CampaignLoop:
         self.state.counts[record.status] += 1
         if record.status == "interrupted":
             return
+        self.settled.add(record.key)
         self.remaining_per_service[experiment.service] -= 1
         if self.remaining_per_service[experiment.service] <= 0:
             self._stop_service(experiment.service)
@@ -131,6 +134,18 @@ class CampaignLoop:
                 self.sleep(pause)
             previous = experiment
             self._run_one(experiment, index, total)
+
+    def _runs_left(self, service: str, current: Experiment) -> bool:
+        """Whether another pending experiment will still run in ``service``'s container."""
+        state = self.state
+        return any(
+            e.service == service
+            and e.key != current.key
+            and e.key not in self.settled
+            and e.config.backend not in state.skipped_backends
+            and e.config.config_id not in state.pruned
+            for e in self.pending
+        )
 
     def _not_run(self, experiment: Experiment, status: str, why: str) -> Record:
         return record_not_run(experiment, status, why, self.state.restarts_total)
@@ -179,15 +194,19 @@ class CampaignLoop:
                 # the manager already restarted the container (a timeout leaves the process
                 # running): it counts, and the budget is judged as it stood before it
                 self._count_restart(service, f"{outcome.status}: process killed with the container")
-            verdict = d.decide(
-                d.Situation(
-                    outcome=outcome.status,
-                    probe=None,
-                    policy=self.policy,
-                    restarts_used=restarts_used,
-                    attempt=attempt,
-                )
+            situation = d.Situation(
+                outcome=outcome.status,
+                probe=None,
+                policy=self.policy,
+                restarts_used=restarts_used,
+                attempt=attempt,
+                work_left=self._runs_left(service, experiment),
             )
+            verdict = d.decide(situation)
+            if verdict.prune:  # pruning may leave nothing to restart for: decide again
+                self._prune_after(experiment)
+                work_left = self._runs_left(service, experiment)
+                verdict = d.decide(dataclasses.replace(situation, work_left=work_left))
             if verdict.action is d.Action.RETRY:
                 self._restart_unless_done(service, verdict.reason, outcome.restarted)
                 attempt += 1
@@ -202,8 +221,6 @@ class CampaignLoop:
                 measured=record_fields(measurement, thermal),
             )
             self._finish(experiment, record)
-            if verdict.prune:
-                self._prune_after(experiment)
             if verdict.action is d.Action.SKIP_BACKEND:
                 backend = experiment.config.backend
                 self.state.skipped_backends[backend] = (

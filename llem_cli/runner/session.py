@@ -219,22 +219,26 @@ def _execute_locked(
 
 
 def _remove_leftovers(run: RunDir, manager: ContainerManager, emit: Any) -> None:
-    """A resume starts from fresh containers: remove those the stopped run left (by run label).
+    """A resume starts from fresh containers: remove those the stopped run left.
 
     A ``kill -9``ed llem leaves its containers up, the experiment it was running perhaps still
     running inside; ``compose up`` of the same run would reuse them as they are (same label, same
     config), so the re-run would share the container with its own ghost. And a resume with
     nothing left to run starts nothing, so its teardown would not remove them either.
+    Containers are matched by run label AND compose project: a run id is a timestamp, so another
+    campaign started in the same second carries the same ``llem.run`` label.
     """
     try:
         removed = teardown_by_label(
             run_id=run.run_id,
+            project=manager.project.name,
             runner=manager.runner,
             docker=manager.docker,
             timeout=manager.timeouts.command_s,
         )
     except CommandFailed as exc:
-        emit({"type": "container", "service": "leftover", "state": f"not removed: {exc}"})
+        state = f"could not remove the stopped run's containers: {exc.one_line()}"
+        emit({"type": "container", "service": "leftover", "state": state})
         return
     if removed:
         state = f"removed {len(removed)} container(s) of the stopped run"
