@@ -62,14 +62,40 @@ def check_campaign(
 
 
 def _check_compose_files(campaign: Campaign, base_dir: Path, out: _Collector) -> None:
+    _check_compose_paths(campaign.compose_files, base_dir, out)
+
+
+def _check_compose_paths(paths: list[str], base_dir: Path, out: _Collector) -> None:
     several = isinstance(doc_value(out.doc, ("compose",)), list)
-    for index, rel in enumerate(campaign.compose_files):
+    for index, rel in enumerate(paths):
         path = ("compose", index) if several else ("compose",)
         target = base_dir / rel
         if not target.is_file():
             out.error(
                 path, f"compose file not found: {target} (paths are relative to the campaign file)"
             )
+
+
+def check_raw(doc: SourceDoc, file: str, base_dir: Path) -> list[Problem]:
+    """The checks that still make sense when the structure is invalid, on the raw YAML data.
+
+    So a file with a typo in ``execution`` also reports its missing compose file and a
+    ``grid.backend`` value naming no backend, instead of one round of fixes per run.
+    """
+    out = _Collector(doc, file)
+    compose = doc_value(doc, ("compose",))
+    paths = [compose] if isinstance(compose, str) else compose if isinstance(compose, list) else []
+    _check_compose_paths([p for p in paths if isinstance(p, str)], base_dir, out)
+    backends = doc_value(doc, ("backends",))
+    names = doc_value(doc, ("grid", "backend"))
+    if isinstance(backends, dict) and backends and isinstance(names, list):
+        listing = ", ".join(str(k) for k in backends)
+        for index, value in enumerate(names):
+            if isinstance(value, str) and value not in backends:
+                out.error(
+                    ("grid", "backend", index), f"'{value}' names no backend (backends: {listing})"
+                )
+    return out.problems
 
 
 def doc_value(doc: SourceDoc, path: PathKey) -> object:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from llem_cli.campaign.checks import check_campaign
+from llem_cli.campaign.checks import check_campaign, check_raw
 from llem_cli.campaign.model import Campaign
 from llem_cli.campaign.problems import Problem
 from llem_cli.campaign.pydantic_errors import problems_from_validation
@@ -51,7 +51,11 @@ def check_file(path: Path) -> tuple[LoadedCampaign | None, list[Problem]]:
     try:
         campaign = Campaign.model_validate(doc.data)
     except ValidationError as exc:
-        return None, problems_from_validation(exc, doc, file)
+        problems = problems_from_validation(exc, doc, file)
+        seen = {p.path for p in problems}
+        problems += [p for p in check_raw(doc, file, path.parent) if p.path not in seen]
+        problems.sort(key=lambda p: (p.position.line, p.position.col))
+        return None, problems
     expansion, problems = check_campaign(campaign, doc, file, path.parent)
     problems.sort(key=lambda p: (p.position.line, p.position.col))
     if expansion is None or any(not p.warning for p in problems):
