@@ -144,16 +144,22 @@ class RichReporter:
         )
 
         self.console = console
+        from rich.table import Column
+
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
+            TextColumn(
+                "{task.fields[status]}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+            ),
             console=console,
             transient=False,
+            expand=True,
         )
         self.task: Any = None
         self.restarts = 0
