@@ -11,6 +11,7 @@ used (``n``) and left out (``n_missing``). Units are those of the input.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Iterable, Sequence
@@ -94,6 +95,7 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t >= 0 else tail
 
 
+@functools.lru_cache(maxsize=1024)  # a run's groups ask for the same few (p, df) pairs
 def t_quantile(p: float, df: float) -> float:
     """The t such that P(T <= t) = p (Student's t, ``df`` degrees of freedom).
 

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
-
 from llem_cli.output import Output
 from llem_cli.results.aggregate import GroupStats, aggregate, stats_rows
+from llem_cli.results.jsonout import write_json_list
 from llem_cli.results.load import load_run_records
 from llem_cli.runner.records import csv_text
 
@@ -42,16 +41,18 @@ def show_results(
     """Print the run's records or statistics in the chosen format."""
     loaded = load_run_records(run_dir)
     records = loaded.records
-    groups = aggregate(records, group_by, per or loaded.energy_per)
-    if fmt == "json":
-        data: Any = stats_rows(groups) if stats_only else [r.to_json() for r in records]
-        click.echo(json.dumps(data, indent=2, default=str))
-        return 0
-    if fmt == "csv":
-        if stats_only:
-            sys.stdout.write(_rows_csv(stats_rows(groups)))
+    if fmt in ("json", "csv") and not stats_only:  # the records alone: no statistics to compute
+        if fmt == "json":  # streamed: 100k records never sit in memory as one text
+            write_json_list((r.to_json() for r in records), sys.stdout)
         else:
             sys.stdout.write(csv_text(records))
+        return 0
+    groups = aggregate(records, group_by, per or loaded.energy_per)
+    if fmt == "json":
+        write_json_list(stats_rows(groups), sys.stdout)
+        return 0
+    if fmt == "csv":
+        sys.stdout.write(_rows_csv(stats_rows(groups)))
         return 0
     _table(loaded.run.run_id, groups, len(records), out)
     return 0

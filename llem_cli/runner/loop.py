@@ -88,6 +88,7 @@ class CampaignLoop:
         self.remaining_per_service = Counter(e.service for e in self.pending)
         self.started_services: set[str] = set()
         self.settled: set[str] = set()  # keys recorded (not interrupted) in this session
+        self._position: int | None = None  # index in self.pending of the experiment running
         self.telemetry = HostTelemetry(self.campaign, emit, self._log)
         self._prune_from_history()
 
@@ -118,7 +119,9 @@ class CampaignLoop:
         if self.pending:
             _ = self.telemetry.available  # says once what can be measured
             self.telemetry.measure_idle_baseline()
-        for index, experiment in enumerate(self.pending, start=done_before + 1):
+        for position, experiment in enumerate(self.pending):
+            index = done_before + 1 + position
+            self._position = position
             backend = experiment.config.backend
             if backend in self.state.skipped_backends:
                 why = self.state.skipped_backends[backend]
@@ -136,15 +139,25 @@ class CampaignLoop:
             self._run_one(experiment, index, total)
 
     def _runs_left(self, service: str, current: Experiment) -> bool:
-        """Whether another pending experiment will still run in ``service``'s container."""
+        """Whether another pending experiment will still run in ``service``'s container.
+
+        Every pending experiment before the current one is settled by the time this is asked
+        (each is recorded before the loop moves on, or the loop ends), so the scan starts after
+        the current one: a scan from the start made a campaign of n experiments O(n^2).
+        """
         state = self.state
+        pending = self.pending
+        start = 0
+        position = self._position
+        if position is not None and pending[position] is current:
+            start = position + 1
         return any(
             e.service == service
             and e.key != current.key
             and e.key not in self.settled
             and e.config.backend not in state.skipped_backends
             and e.config.config_id not in state.pruned
-            for e in self.pending
+            for e in (pending[i] for i in range(start, len(pending)))
         )
 
     def _not_run(self, experiment: Experiment, status: str, why: str) -> Record:
