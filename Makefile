@@ -9,6 +9,7 @@ help:
 	@echo "make demo   - run the demo campaign end to end (starts a local Docker engine if needed)"
 	@echo "make test   - ruff + the whole test suite against a real Docker engine"
 	@echo "make bench  - overhead benchmarks (prints ratios)"
+	@echo "make chaos  - fault-injection suite (CHAOS_ARGS=--quick for fewer repeats)"
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,9 +35,23 @@ demo: venv
 	$(VENV)/bin/llem status campaigns/demo.yaml
 	$(VENV)/bin/llem results campaigns/demo.yaml --group-by backend,size
 
-bench: venv engine
-	$(PY) bench/bench_startup_plan.py
-	$(PY) bench/bench_exec_overhead.py
+# bench-only profilers (not imported by any test or bench script, so not in setup.cfg)
+BENCH_TOOLS := $(VENV)/.bench-tools-stamp
+$(BENCH_TOOLS): $(STAMP)
+	$(VENV)/bin/pip install -q --disable-pip-version-check pyinstrument py-spy
+	touch $(BENCH_TOOLS)
+
+bench: venv engine $(BENCH_TOOLS)
+	-$(PY) bench/bench_startup_plan.py
+	-$(PY) bench/bench_exec_overhead.py
+	-$(PY) bench/bench_run_overhead.py
+	-$(PY) bench/bench_journal.py
+	-$(PY) bench/bench_resume_results.py
+
+# fault injection (docs/reliability.md): kill -9, docker kill, daemon stop, full disk, fuzzing,
+# secrets; one table row per scenario, non-zero exit on any failure. CHAOS_ARGS=--quick for a smoke run
+chaos: venv engine
+	$(PY) chaos/run_all.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -82,11 +82,30 @@ def read_text(path: Path) -> str:
         ) from None
 
 
+#: most values (scalars, lists, mappings) a campaign may hold once aliases are expanded: a few
+#: nested aliases ("billion laughs") would otherwise expand to more than memory or time allow
+MAX_VALUES = 200_000
+
+
+def _reader_error(text: str, exc: yaml.reader.ReaderError) -> SourceError:
+    """A character YAML does not allow (a control character): one line, with its position."""
+    before = text[: max(0, exc.position)]
+    pos = Position(before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
+    char = exc.character
+    code = f"#x{char:04x}" if isinstance(char, int) else repr(char)
+    return SourceError(f"YAML error: character {code} is not allowed in a YAML file", pos)
+
+
 def load_source(text: str) -> SourceDoc:
     """Parse ``text`` into data plus positions; the top level must be a mapping."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks every character once, for a str
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(text, exc) from None
     try:
         node = loader.get_single_node()
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(text, exc) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = Position(mark.line + 1, mark.column + 1) if mark else Position(1, 1)
@@ -96,7 +115,7 @@ def load_source(text: str) -> SourceDoc:
             problem += f" ({exc.context} at line {ctx_mark.line + 1}, column {ctx_mark.column + 1})"
         raise SourceError(f"YAML syntax error: {problem}", pos) from None
     except yaml.YAMLError as exc:
-        raise SourceError(f"YAML error: {exc}") from None
+        raise SourceError("YAML error: " + " ".join(str(exc).split())) from None
     except RecursionError:
         raise SourceError("YAML nested too deeply") from None
     finally:
@@ -108,15 +127,27 @@ def load_source(text: str) -> SourceDoc:
         raise SourceError(f"the file is {kind}, not a mapping of campaign fields", _mark(node))
     doc = SourceDoc(data=None)
     try:
-        doc.data = _build(loader, node, (), doc, set())
+        doc.data = _build(loader, node, (), doc, set(), [MAX_VALUES])
     except RecursionError:
         raise SourceError("YAML nested too deeply") from None
     return doc
 
 
 def _build(
-    loader: yaml.SafeLoader, node: yaml.Node, path: PathKey, doc: SourceDoc, active: set[int]
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    path: PathKey,
+    doc: SourceDoc,
+    active: set[int],
+    budget: list[int],
 ) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise SourceError(
+            f"the YAML expands to more than {MAX_VALUES} values (aliases of aliases?)",
+            _mark(node),
+            path,
+        )
     doc.value_pos[path] = _mark(node)
     if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
         if id(node) in active:  # an alias to one of its own ancestors: infinite data
@@ -135,10 +166,13 @@ def _build(
             if key in result:
                 raise SourceError(f"duplicate key '{key}'", _mark(key_node), child)
             doc.key_pos[child] = _mark(key_node)
-            result[key] = _build(loader, value_node, child, doc, active)
+            result[key] = _build(loader, value_node, child, doc, active, budget)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, (*path, i), doc, active) for i, item in enumerate(node.value)]
+        return [
+            _build(loader, item, (*path, i), doc, active, budget)
+            for i, item in enumerate(node.value)
+        ]
     try:
         return loader.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as exc:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from llem_cli.docker.compose import daemon_unreachable, docker_argv
 from llem_cli.docker.outcome import ExecOutcome
+from llem_cli.docker.proc import SubprocessRunner, redact_text
+from llem_cli.errors import EnvironmentProblem
 from llem_cli.plan import Experiment
 from llem_cli.run.journal import RECORD_FIELDS, Record
 from llem_cli.run.rundir import atomic_write_text
@@ -55,6 +60,44 @@ def read_metrics(experiment_dir: Path) -> tuple[dict[str, Any] | None, str | Non
     return data, None
 
 
+def check_space_for_logs(experiment_dir: Path) -> None:
+    """Raise ENOSPC when the experiment's filesystem is full.
+
+    The docker client exits non-zero when it cannot write the experiment's output to
+    ``stdout.log``: on a full results filesystem a good experiment would be recorded ``failed``
+    (and never run again). Its record must not be written at all: the run stops (exit 3) and
+    ``--resume`` runs it again once there is space.
+    """
+    try:
+        st = os.statvfs(experiment_dir)
+    except OSError:
+        return
+    if st.f_blocks and st.f_bavail == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(experiment_dir))
+
+
+def check_daemon_after_failure(outcome: ExecOutcome) -> None:
+    """Raise EnvironmentProblem when a failed exec failed because the daemon is gone.
+
+    ``docker compose exec`` against a stopped daemon exits 1 with "Cannot connect to the Docker
+    daemon": recorded as it is, every remaining experiment would be settled ``failed`` in a few
+    milliseconds each and never run again. Confirmed with ``docker version`` (the experiment
+    itself might print such a line), the run stops instead (exit 3) without a record for this
+    experiment, so ``--resume`` runs it once the daemon is back.
+    """
+    if not daemon_unreachable(outcome.stderr_tail):
+        return
+    argv = [*docker_argv(), "version", "--format", "{{.Server.Version}}"]
+    result = SubprocessRunner().run(argv, timeout=30, check=False)
+    if result.ok and result.stdout.strip():
+        return
+    lines = (result.stderr_tail or outcome.stderr_tail).strip().splitlines()
+    raise EnvironmentProblem(
+        "the Docker daemon is not reachable: " + (lines[-1].strip() if lines else "no answer"),
+        hint="start it again, then run with --resume",
+    )
+
+
 def record_from_outcome(
     experiment: Experiment,
     outcome: ExecOutcome,
@@ -66,13 +109,19 @@ def record_from_outcome(
     measured: dict[str, Any] | None = None,
 ) -> Record:
     """The final record of one experiment (energy fields stay None until measured)."""
-    metrics, metrics_error = read_metrics(experiment_dir)
     status = status or outcome.status
+    if status != "ok":
+        check_space_for_logs(experiment_dir)
+        check_daemon_after_failure(outcome)
+    metrics, metrics_error = read_metrics(experiment_dir)
     error = None
     if status != "ok":
         error = outcome.detail or status
     if metrics_error:
         error = f"{error}; {metrics_error}" if error else metrics_error
+    if error:
+        # the detail quotes the experiment's stderr, which may echo a token from its environment
+        error = redact_text(error)
     return Record(
         key=experiment.key,
         config_id=experiment.config.config_id,

@@ -8,10 +8,15 @@ handler) tears down on every way out, before the end event is journaled.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
+import os
 import shutil
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +35,17 @@ from llem_cli.errors import (
     UsageProblem,
 )
 from llem_cli.plan import Experiment, order_experiments, stream_json
-from llem_cli.run.journal import Journal, RunState, replay
+from llem_cli.run.journal import Journal, Record, RunState, iter_events, replay
 from llem_cli.run.lock import RunLock
 from llem_cli.run.rundir import RunDir, atomic_write_text, create_run_dir, find_newest_unfinished
 from llem_cli.runner.loop import CampaignLoop
 from llem_cli.runner.records import write_results_csv
 from llem_cli.runner.reporter import Reporter
+
+log = logging.getLogger(__name__)
+
+#: errors writing the run directory that the user fixes outside llem (then ``--resume``)
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
 @dataclass
@@ -99,6 +109,15 @@ def check_resume_compatible(run: RunDir, experiments: list[Experiment]) -> None:
         )
 
 
+def disk_problem(exc: OSError, where: Path) -> EnvironmentProblem:
+    """A full (or read-only, or failing) results filesystem as an exit-3 environment problem."""
+    why = exc.strerror or str(exc)
+    return EnvironmentProblem(
+        f"cannot write the run directory {where}: {why}",
+        hint="free space on that filesystem, then run again with --resume",
+    )
+
+
 def write_plan(run: RunDir, experiments: list[Experiment]) -> None:
     """``plan.json``: the experiments in order (streamed into a string, then atomically written)."""
     parts: list[str] = []
@@ -112,7 +131,12 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
     experiments = list(order_experiments(loaded.configs, campaign))
     compose = discover_compose()
     check_daemon()
-    run, resumed = select_run_dir(loaded, request)
+    try:
+        run, resumed = select_run_dir(loaded, request)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        raise disk_problem(exc, loaded.results_dir(request.results_dir)) from None
     lock = RunLock(campaign.project_name, run.root)
     try:
         lock.acquire()
@@ -122,6 +146,11 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
         raise
     try:
         return _execute_locked(loaded, experiments, run, resumed, compose, reporter)
+    except OSError as exc:
+        # the results filesystem filled up (or went read-only) before or after the loop
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        raise disk_problem(exc, run.root) from None
     finally:
         lock.release()
 
@@ -199,15 +228,30 @@ def _execute_locked(
         # a container that cannot start (missing image, no GPU runtime) is the
         # environment's problem, not a policy decision: exit 3, resumable once fixed
         reason = exc.one_line()
+        _unsettle_last_failure(run, journal, emit)
         emit(journal.append("run_aborted", **base, reason=reason))
         _write_results(run)
         journal.close()
         raise EnvironmentProblem(reason, hint="check with 'llem doctor FILE'") from None
     except EnvironmentProblem as exc:
+        _unsettle_last_failure(run, journal, emit)
         emit(journal.append("run_aborted", **base, reason=exc.one_line()))
         _write_results(run)
         journal.close()
         raise
+    except OSError as exc:
+        # a write to the run directory failed (ENOSPC...): the containers are already torn
+        # down; journal the abort if it still fits (the experiment being recorded has no final
+        # record, so --resume runs it again) and exit 3 with one line
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        problem = disk_problem(exc, run.root)
+        with contextlib.suppress(OSError, ValueError):
+            emit(journal.append("run_aborted", **base, reason=problem.one_line()))
+        with contextlib.suppress(OSError):
+            _write_results(run)
+        journal.close()
+        raise problem from None
     final = replay(run.journal)
     counts = final.counts()
     restarts = loop.state.restarts_total if loop else 0
@@ -216,6 +260,67 @@ def _execute_locked(
     _write_results(run)
     failed = sum(n for status, n in counts.items() if status != "ok")
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+#: failures an environment going away (daemon stopped, its containers killed) produces; a
+#: graceful daemon stop can even make ``exec`` exit 126 ("cannot exec in a stopped container"),
+#: which reads as not_runnable and skips the rest of the backend
+_COLLATERAL = frozenset({"failed", "container_died", "timeout", "oom_killed", "not_runnable"})
+#: how recent (seconds before the abort) such a failure must be to be blamed on the environment
+_COLLATERAL_WINDOW_S = 60.0
+
+
+def _unsettle_last_failure(run: RunDir, journal: Journal, emit: Any) -> None:
+    """Let ``--resume`` run again the experiments whose failure the environment caused.
+
+    When the daemon stops, the experiment running then fails first (exit 137 when a graceful
+    stop kills the container, 255 when the connection drops, 126 when the exec cannot start in
+    the stopping container) and is recorded ``failed``, ``container_died`` or ``not_runnable``
+    (which also records the rest of its backend ``skipped``); only a later restart, probe or exec
+    finds the daemon gone. Those records would settle the experiments for good. So when the run
+    stops on an environment problem, this session's last recorded experiment, if it failed that
+    way within the last minute, and the ``skipped`` records it caused, are superseded by
+    ``interrupted`` records (not final: a resume runs them again). At worst a genuine failure
+    just before an outage runs once more.
+    """
+    pid = os.getpid()
+    last: dict[str, Any] | None = None
+    after: list[dict[str, Any]] = []  # skipped records written after ``last``
+    for event in iter_events(run.journal):
+        if event.get("pid") != pid:
+            continue
+        kind = event.get("type")
+        if kind == "experiment_finished":
+            last, after = event, []
+        elif kind == "skipped" and last is not None:
+            after.append(event)
+    data = last.get("record") if last else None
+    if not isinstance(data, dict):
+        return
+    try:
+        record = Record.from_json(data)
+        ended = datetime.fromisoformat(str(record.ended_at).replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return
+    age = (datetime.now(timezone.utc) - ended).total_seconds()
+    if record.status not in _COLLATERAL or age > _COLLATERAL_WINDOW_S:
+        return
+    caused = [record]
+    if record.status == "not_runnable":
+        for event in after:
+            try:
+                skipped = Record.from_json(event["record"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if f"(experiment {record.key})" in str(skipped.error):
+                caused.append(skipped)
+    for item in caused:
+        item.error = (
+            f"interrupted: the environment failed during this run ({item.status}: "
+            f"{item.error}); runs again on --resume"
+        )
+        item.status = "interrupted"
+        emit(journal.append("experiment_finished", key=item.key, record=item))
 
 
 def _remove_leftovers(run: RunDir, manager: ContainerManager, emit: Any) -> None:
