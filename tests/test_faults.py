@@ -105,6 +105,20 @@ def test_error_field_redacts_a_token_the_experiment_printed(
     assert SECRET not in record.error and "***" in record.error
 
 
+def test_error_field_redacts_a_secret_from_the_backends_env(tmp_path: Path) -> None:
+    # a token given in the campaign's backends.<name>.env is not in llem's environment
+    record = record_from_outcome(
+        experiment(),
+        outcome(stderr=f"auth failed with {SECRET}\n"),
+        attempts=1,
+        restarts_before=0,
+        experiment_dir=tmp_path,
+        secret_env={"MY_API_TOKEN": SECRET},
+    )
+    assert record.error is not None
+    assert SECRET not in record.error and "***" in record.error
+
+
 def test_failure_on_a_full_filesystem_is_not_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

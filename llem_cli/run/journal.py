@@ -10,6 +10,7 @@ line in the middle instead of refusing the whole run.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -239,10 +240,18 @@ class Journal:
     def _write(self, data: bytes) -> None:
         if self._fd is None:
             raise ValueError("journal is closed")
+        start = os.lseek(self._fd, 0, os.SEEK_END)
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        os.fsync(self._fd)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError:
+            # a write that failed partway (disk full) must not leave a torn line that every
+            # later reader reports: cut the file back to where this event began
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise
 
     def append(self, kind: str, /, **fields: Any) -> dict[str, Any]:
         """Write one event (``type``: ``kind``, ``ts``, ``pid``, then ``fields``) durably.

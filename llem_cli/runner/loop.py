@@ -18,6 +18,7 @@ from typing import Any
 from llem_cli.campaign.load import LoadedCampaign
 from llem_cli.docker.manager import ContainerManager
 from llem_cli.docker.probe import ProbeResult
+from llem_cli.docker.proc import redact_text
 from llem_cli.docker.signals import SignalReceived
 from llem_cli.errors import RunAborted
 from llem_cli.plan import Experiment, pause_before
@@ -232,6 +233,7 @@ class CampaignLoop:
                 restarts_before=restarts_before,
                 experiment_dir=exp_dir,
                 measured=record_fields(measurement, thermal),
+                secret_env=self.campaign.backends[experiment.config.backend].env,
             )
             self._finish(experiment, record)
             if verdict.action is d.Action.SKIP_BACKEND:
@@ -265,7 +267,7 @@ class CampaignLoop:
                 service=service,
                 status=result.status,
                 max_memory_used_pct=result.max_memory_used_pct(gpus) if result.ok else None,
-                detail=result.message(),
+                detail=redact_text(result.message()),
             )
             verdict = d.decide(
                 d.Situation(

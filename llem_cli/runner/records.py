@@ -107,8 +107,13 @@ def record_from_outcome(
     experiment_dir: Path,
     status: str | None = None,
     measured: dict[str, Any] | None = None,
+    secret_env: dict[str, str] | None = None,
 ) -> Record:
-    """The final record of one experiment (energy fields stay None until measured)."""
+    """The final record of one experiment (energy fields stay None until measured).
+
+    ``secret_env`` (the backend's ``env``) adds its secret-looking values to those redacted
+    from the error text, beside llem's own environment.
+    """
     status = status or outcome.status
     if status != "ok":
         check_space_for_logs(experiment_dir)
@@ -121,7 +126,7 @@ def record_from_outcome(
         error = f"{error}; {metrics_error}" if error else metrics_error
     if error:
         # the detail quotes the experiment's stderr, which may echo a token from its environment
-        error = redact_text(error)
+        error = redact_text(error, secret_env)
     return Record(
         key=experiment.key,
         config_id=experiment.config.config_id,
