@@ -25,6 +25,9 @@ TABLE = [
     (3, False, "Traceback ...\nValueError: x", RUNNING, 0, "failed"),
     (126, False, "exec: permission denied", None, 0, "not_runnable"),
     (127, False, "exec: not found", None, 0, "not_runnable"),
+    (127, False, "exec: not found", RUNNING, 0, "not_runnable"),
+    (126, False, "cannot exec in a stopped container", EXITED, 0, "container_died"),
+    (126, False, "", GONE, 0, "container_died"),
     (137, False, "", RUNNING_OOM, 0, "oom_killed"),
     (137, False, "", RUNNING, 1, "oom_killed"),  # cgroup v1: only the event tells
     (137, False, "", EXITED_OOM, 0, "oom_killed"),

@@ -83,7 +83,10 @@ def classify(
         return "timeout", "timed out; the container was restarted to end the process"
     if exit_code == 0:
         return "ok", ""
-    if exit_code in NOT_RUNNABLE_CODES:
+    stopped = container is not None and not container.running
+    if exit_code in NOT_RUNNABLE_CODES and not stopped:
+        # (in a stopped container, exec answers 126 too: that is the container dying, and
+        # calling it not_runnable would skip the rest of the backend)
         why = "not executable" if exit_code == 126 else "command not found"
         return "not_runnable", f"exit {exit_code}: {why}{_tail_hint(stderr_tail)}"
     oom_recorded = container is not None and container.oom_killed
