@@ -22,7 +22,7 @@ engine:
 	bash scripts/engine.sh --with-compose-v1
 
 lint: venv
-	$(VENV)/bin/ruff check llem_cli tests bench
+	$(VENV)/bin/ruff check llem_cli tests bench chaos
 
 test: venv engine lint
 	$(VENV)/bin/pytest -q

@@ -154,10 +154,29 @@ def is_unfinished(run: RunDir) -> bool:
     them up. A directory whose journal never got a ``run_started`` is not a
     run to resume: nothing in it was done, a new run is equivalent.
     """
-    if _last_event_type(run.journal) == "run_finished":
+    last = _last_event_type(run.journal)
+    if last == "run_finished":
         return False  # the common case for old runs, without reading the whole journal
-    state = replay(run.journal)
+    if last is not None:
+        # every session's events follow its run_started, so the journal's head settles
+        # "started" without a replay of what may be 100k records (the resume replays once)
+        return _first_event_type(run.journal) == "run_started"
+    state = replay(run.journal)  # the tail is unreadable: let the whole journal decide
     return state.started and not state.finished
+
+
+def _first_event_type(journal: Path, limit: int = 1 << 20) -> str | None:
+    """Type of the journal's first event, read from its first line only."""
+    try:
+        with open(journal, "rb") as f:
+            line = f.readline(limit)
+    except FileNotFoundError:
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event.get("type") if isinstance(event, dict) else None
 
 
 def find_newest_unfinished(results_dir: Path | str, name: str) -> RunDir | None:

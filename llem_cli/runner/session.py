@@ -257,7 +257,7 @@ def _execute_locked(
     restarts = loop.state.restarts_total if loop else 0
     emit(journal.append("run_finished", **base, counts=counts, restarts=restarts))
     journal.close()
-    _write_results(run)
+    _write_results(run, final)  # run_finished carries no record: the replay above is current
     failed = sum(n for status, n in counts.items() if status != "ok")
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
@@ -350,9 +350,9 @@ def _remove_leftovers(run: RunDir, manager: ContainerManager, emit: Any) -> None
         emit({"type": "container", "service": "leftover", "state": state})
 
 
-def _write_results(run: RunDir) -> None:
+def _write_results(run: RunDir, state: RunState | None = None) -> None:
     """``results.csv`` from the journal (latest record per key)."""
-    state = replay(run.journal)
+    state = state if state is not None else replay(run.journal)
     write_results_csv(run.results_csv, state.records.values())
 
 
