@@ -132,7 +132,8 @@ def test_json_and_csv_give_one_record_per_experiment_in_plan_order(run_dir: Path
 def test_table_shows_groups_and_says_not_measured(run_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["results", str(run_dir)], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    assert "backend=pytorch batch_size=8" in result.output
+    assert "backend=pytorch" in result.output and "batch_size=8" in result.output
+    assert "(t)" in result.output  # the interval says how it was computed
     assert "not measured" in result.output
     assert "(1 failed, 3 ok)" in result.output
 

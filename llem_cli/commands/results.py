@@ -74,10 +74,14 @@ def _table(run_id: str, groups: list[GroupStats], n_records: int, out: Output) -
     from rich.table import Table
 
     table = Table(title=f"run {run_id}: {n_records} records, mean and 95 % CI over ok experiments")
-    for column in ("group", "quantity", "n", "mean", "95 % CI", "ci"):
-        table.add_column(column, justify="right" if column in ("n", "mean") else "left")
+    widest = max((len(f"{k}={v}") for g in groups for k, v in g.label.items()), default=5)
+    table.add_column("group", min_width=min(widest, 30), overflow="fold")
+    table.add_column("quantity", no_wrap=True)
+    table.add_column("n", justify="right")
+    table.add_column("mean", justify="right", no_wrap=True)
+    table.add_column("95 % CI (method)")
     for group in groups:
-        label = " ".join(f"{k}={v}" for k, v in group.label.items())
+        label = "\n".join(f"{k}={v}" for k, v in group.label.items())
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(group.statuses.items()))
         first = True
         for name, summary in group.quantities.items():
@@ -90,8 +94,7 @@ def _table(run_id: str, groups: list[GroupStats], n_records: int, out: Output) -
                 name,
                 str(summary.n),
                 mean,
-                f"{_fmt(ci[0])} – {_fmt(ci[1])}" if ci else "—",
-                summary.ci_method or "",
+                f"{_fmt(ci[0])} – {_fmt(ci[1])} ({summary.ci_method})" if ci else "—",
                 end_section=False,
             )
             first = False
