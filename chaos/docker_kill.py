@@ -28,6 +28,7 @@ from chaos.common import (
     tally,
     wait_exit,
 )
+from llem_cli.run.journal import replay
 
 NAME = "docker kill backend container"
 EXPERIMENTS = 40
@@ -92,9 +93,11 @@ def run(quick: bool = False, seed: int = 20261128) -> Row:
                 log(f"  {c.name}: {here} kill(s), exit {code}, {restarts} restart(s)")
                 good = code == 0 and t.ok and no_traceback(out, err)
                 if not good:
+                    latest = replay(run_dir / "journal.jsonl").records
+                    why = {k: (latest[k].status, latest[k].error) for k in t.lost if k in latest}
                     row.fail(
                         f"{c.name}: exit {code}, lost {t.lost}, dup {t.duplicated}, "
-                        f"defects {t.defects}: {err[-400:]}"
+                        f"defects {t.defects}, lost keys' records {why}: {err[-400:]}"
                     )
                 else:
                     row.passed += here

@@ -11,10 +11,11 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -340,3 +341,25 @@ def test_full_results_filesystem_exits_3_and_resume_finishes(campaign: E2ECampai
         c.cleanup()
         if subprocess.run(["umount", str(res)], capture_output=True, check=False).returncode:
             subprocess.run(["umount", "-l", str(res)], capture_output=True, check=False)
+
+
+@pytest.mark.docker
+def test_a_container_that_dies_while_starting_is_started_again(
+    make_manager: Callable[..., object], run_spec: Any, tmp_path: Path
+) -> None:
+    # dies (SIGKILL, as docker kill does) on its first start only: up --wait sees it exit
+    compose = tmp_path / "dies-once.yml"
+    compose.write_text(
+        "services:\n"
+        "  app:\n"
+        "    image: llem-test-busybox:latest\n"
+        "    network_mode: none\n"
+        "    command: [sh, -c, '[ -f /llem/run/started ] || { touch /llem/run/started;"
+        " kill -9 $$$$; }; exec sleep infinity']\n"
+    )
+    run_spec.files = [compose]
+    mgr = make_manager({"app": False})  # keepalive off: the service's own command runs
+    mgr.start("app")
+    assert (run_spec.run_dir / "started").exists()
+    state = mgr.container_state("app", refresh=True)
+    assert state is not None and state.running

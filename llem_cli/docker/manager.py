@@ -54,6 +54,9 @@ log = logging.getLogger("llem.docker")
 PROJECT_LABEL = "com.docker.compose.project"
 _CONFLICT = re.compile(r"Conflict\b.*already in use|is already in use by container", re.I | re.S)
 _EXITED_GRACE_S = 2.0
+_NOT_RUNNABLE_SETTLE_S = 0.5
+_DIED_DURING_UP = re.compile(r"container \S+ exited \(\d+\)", re.I)
+_DIED_DURING_UP_RETRIES = 2
 _NO_SUCH = re.compile(r"No such (object|container)", re.I)
 
 
@@ -166,6 +169,16 @@ class ContainerManager:
         result = self._run(argv, timeout=self.timeouts.up_s)
         if not result.ok and _CONFLICT.search(result.stderr):
             log.warning("compose up hit a name conflict; retrying once: %s", result.stderr_tail)
+            time.sleep(self.timeouts.conflict_pause_s)
+            result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()))
+        for _ in range(_DIED_DURING_UP_RETRIES):
+            # the container started and then died while --wait watched it (killed, OOM at
+            # start-up): a transient a fresh container usually survives; a broken image or
+            # command dies again and still ends as StartFailed
+            if result.ok or not _DIED_DURING_UP.search(result.stderr):
+                break
+            log.warning("container died while starting; starting it again: %s", result.stderr_tail)
+            self._remove(service)
             time.sleep(self.timeouts.conflict_pause_s)
             result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()))
         emulate_wait = result.ok and not self.dry_run and not self.compose.supports_wait
@@ -422,8 +435,14 @@ class ContainerManager:
 
     def _diagnose(self, service: str, result: Result) -> tuple[ContainerState | None, int]:
         """After a non-zero exit: the container's state and, for a 137, its oom events."""
-        if self.dry_run or result.returncode in NOT_RUNNABLE_CODES:
+        if self.dry_run:
             return None, 0
+        if result.returncode in NOT_RUNNABLE_CODES:
+            # exec into a container that is being killed answers 126 too; not_runnable skips the
+            # whole backend, so make sure the container is still there (a dying one is not
+            # "running" a moment later) before calling the command not runnable
+            time.sleep(_NOT_RUNNABLE_SETTLE_S)
+            return self.container_state(service, refresh=True), 0
         container = self.container_state(service)
         oom_events = 0
         if result.returncode == 137 and container is not None and container.exists:

@@ -27,7 +27,12 @@ from llem_cli.run.journal import Journal, Record, RunState
 from llem_cli.run.prune import to_prune
 from llem_cli.run.rundir import RunDir
 from llem_cli.runner.command import experiment_argv, experiment_environment
-from llem_cli.runner.records import record_from_outcome, record_not_run, set_aside_stale_result
+from llem_cli.runner.records import (
+    record_from_outcome,
+    record_interrupted,
+    record_not_run,
+    set_aside_stale_result,
+)
 from llem_cli.runner.telemetry import HostTelemetry, record_fields
 
 #: Probe statuses the decision knows by name; any other failed probe is "failed".
@@ -354,16 +359,5 @@ class CampaignLoop:
     def _record_interrupted(
         self, experiment: Experiment, attempt: int, restarts_before: int
     ) -> None:
-        record = Record(
-            key=experiment.key,
-            config_id=experiment.config.config_id,
-            cycle=experiment.cycle,
-            backend=experiment.config.backend,
-            service=experiment.service,
-            params=experiment.config.params,
-            status="interrupted",
-            attempts=attempt,
-            restarts_before=restarts_before,
-            error="interrupted by a signal; runs again on --resume",
-        )
+        record = record_interrupted(experiment, attempt, restarts_before)
         self._finish(experiment, record)

@@ -98,6 +98,29 @@ def check_daemon_after_failure(outcome: ExecOutcome) -> None:
     )
 
 
+def identity(experiment: Experiment) -> dict[str, Any]:
+    """The fields that name an experiment in its record (DESIGN.md's first six)."""
+    return {
+        "key": experiment.key,
+        "config_id": experiment.config.config_id,
+        "cycle": experiment.cycle,
+        "backend": experiment.config.backend,
+        "service": experiment.service,
+        "params": experiment.config.params,
+    }
+
+
+def record_interrupted(experiment: Experiment, attempt: int, restarts_before: int) -> Record:
+    """The record of an experiment a signal stopped: not final, so a resume runs it again."""
+    return Record(
+        **identity(experiment),
+        status="interrupted",
+        attempts=attempt,
+        restarts_before=restarts_before,
+        error="interrupted by a signal; runs again on --resume",
+    )
+
+
 def record_from_outcome(
     experiment: Experiment,
     outcome: ExecOutcome,
@@ -128,12 +151,7 @@ def record_from_outcome(
         # the detail quotes the experiment's stderr, which may echo a token from its environment
         error = redact_text(error, secret_env)
     return Record(
-        key=experiment.key,
-        config_id=experiment.config.config_id,
-        cycle=experiment.cycle,
-        backend=experiment.config.backend,
-        service=experiment.service,
-        params=experiment.config.params,
+        **identity(experiment),
         status=status,
         attempts=attempts,
         exit_code=outcome.exit_code,
@@ -150,12 +168,7 @@ def record_from_outcome(
 def record_not_run(experiment: Experiment, status: str, why: str, restarts_before: int) -> Record:
     """A record for an experiment settled without running (pruned, skipped)."""
     return Record.not_run(
-        key=experiment.key,
-        config_id=experiment.config.config_id,
-        cycle=experiment.cycle,
-        backend=experiment.config.backend,
-        service=experiment.service,
-        params=experiment.config.params,
+        **identity(experiment),
         status=status,
         error=why,
         restarts_before=restarts_before,
