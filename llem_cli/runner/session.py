@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -90,16 +91,46 @@ def select_run_dir(loaded: LoadedCampaign, request: RunRequest) -> tuple[RunDir,
     return create_run_dir(results, name), False
 
 
-def check_resume_compatible(run: RunDir, experiments: list[Experiment]) -> None:
-    """Refuse a resume whose campaign no longer has keys the run already planned."""
+_PLAN_KEY = re.compile(r'\s*,?\s*\{"key": "([^"]+)"')
+
+
+def planned_keys(run: RunDir) -> list[str] | None:
+    """The keys of the run's ``plan.json`` in order (None: no readable plan).
+
+    ``plan.json`` is written one object per line with ``key`` first, so the keys are read
+    line by line without building 100k dicts; any other shape falls back to a full parse.
+    """
     try:
-        old = json.loads(run.plan.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
+        with open(run.plan, encoding="utf-8") as f:
+            keys = []
+            for line in f:
+                match = _PLAN_KEY.match(line)
+                if match:
+                    keys.append(match.group(1))
+                elif line.strip() not in ("[", "]", ""):
+                    raise ValueError("not llem's plan.json layout")
+            return keys
+    except OSError:
+        return None
+    except ValueError:
+        try:
+            old = json.loads(run.plan.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return [i["key"] for i in old if isinstance(i, dict) and isinstance(i.get("key"), str)]
+
+
+def check_resume_compatible(run: RunDir, experiments: list[Experiment]) -> list[str] | None:
+    """Refuse a resume whose campaign no longer has keys the run already planned.
+
+    Returns the planned keys (None without a readable plan), so an unchanged plan need not
+    be written again.
+    """
+    old = planned_keys(run)
+    if old is None:
+        return None
     new_keys = {e.key for e in experiments}
-    missing = [
-        item["key"] for item in old if isinstance(item, dict) and item.get("key") not in new_keys
-    ]
+    missing = [key for key in old if key not in new_keys]
     if missing:
         raise UsageProblem(
             f"cannot resume {run.root}: the campaign file changed {len(missing)} planned "
@@ -107,6 +138,7 @@ def check_resume_compatible(run: RunDir, experiments: list[Experiment]) -> None:
             "adding configurations is fine, changing them is not",
             hint="start a new run without --resume, or restore the campaign file",
         )
+    return old
 
 
 def disk_problem(exc: OSError, where: Path) -> EnvironmentProblem:
@@ -164,10 +196,10 @@ def _execute_locked(
     reporter: Reporter,
 ) -> int:
     state = replay(run.journal) if resumed else RunState()
-    if resumed:
-        check_resume_compatible(run, experiments)
+    old_keys = check_resume_compatible(run, experiments) if resumed else None
     atomic_write_text(run.campaign, loaded.text)
-    write_plan(run, experiments)
+    if old_keys != [e.key for e in experiments]:  # a resume of an unchanged plan keeps it
+        write_plan(run, experiments)
     services = {
         loaded.campaign.service_of(name): backend.keepalive
         for name, backend in loaded.campaign.backends.items()
