@@ -284,12 +284,16 @@ def _execute_locked(
             _write_results(run)
         journal.close()
         raise problem from None
-    final = replay(run.journal)
+    # A session that recorded nothing (a resume of a finished plan) leaves the state it
+    # replayed at the start as it was: no second replay, and results.csv is still current.
+    unchanged = loop is not None and not loop.settled and not loop.state.counts
+    final = state if unchanged and run.results_csv.exists() else replay(run.journal)
     counts = final.counts()
     restarts = loop.state.restarts_total if loop else 0
     emit(journal.append("run_finished", **base, counts=counts, restarts=restarts))
     journal.close()
-    _write_results(run, final)  # run_finished carries no record: the replay above is current
+    if final is not state:
+        _write_results(run, final)  # run_finished carries no record: the replay is current
     failed = sum(n for status, n in counts.items() if status != "ok")
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
