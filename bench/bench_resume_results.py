@@ -54,7 +54,7 @@ from llem_cli.plan import order_experiments
 from llem_cli.run.journal import replay
 loaded = load_campaign(Path(sys.argv[1]))
 experiments = list(order_experiments(loaded.configs, loaded.campaign))
-state = replay(Path(sys.argv[2]) / "journal.jsonl")
+state = replay(Path(sys.argv[2]) / "journal.jsonl", slim=True)
 pending = [e for e in experiments if state.needs_run(e.key)]
 assert len(state.records) == len(experiments), (len(state.records), len(experiments))
 assert not pending, len(pending)

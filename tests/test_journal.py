@@ -318,3 +318,20 @@ def test_probe_lines_count_and_a_final_probe_is_the_last_event(path):
     assert state.events == 3 and not state.defects
     assert state.last_event["max_memory_used_pct"] == 97.0
     assert state.writer_pid == os.getpid()
+
+
+def test_slim_replay_keeps_status_per_key_and_gpu_oom_records_in_full(path):
+    from llem_cli.run.journal import Settled
+
+    with Journal(path) as j:
+        j.append("run_started")
+        j.append("experiment_finished", key="a-c1", record=rec("a-c1", metrics={"t": 1}))
+        j.append("experiment_finished", key="b-c1", record=rec("b-c1", status="gpu_oom"))
+        j.append("experiment_finished", key="c-c1", record=rec("c-c1", status="interrupted"))
+        j.append("experiment_started", key="d-c1")
+    full, slim = replay(path), replay(path, slim=True)
+    assert slim.records["a-c1"] == Settled("a-c1", "ok")
+    assert slim.records["b-c1"] == full.records["b-c1"]  # pruning reads its params
+    assert slim.counts() == full.counts()
+    keys = ["a-c1", "b-c1", "c-c1", "d-c1", "e-c1"]
+    assert slim.pending(keys) == full.pending(keys) == ["c-c1", "d-c1", "e-c1"]

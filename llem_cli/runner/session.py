@@ -195,7 +195,8 @@ def _execute_locked(
     compose: Any,
     reporter: Reporter,
 ) -> int:
-    state = replay(run.journal) if resumed else RunState()
+    # slim: what a resume needs (status per key; gpu_oom records in full for pruning)
+    state = replay(run.journal, slim=True) if resumed else RunState()
     old_keys = check_resume_compatible(run, experiments) if resumed else None
     atomic_write_text(run.campaign, loaded.text)
     if old_keys != [e.key for e in experiments]:  # a resume of an unchanged plan keeps it
