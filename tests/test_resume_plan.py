@@ -9,8 +9,8 @@ import pytest
 
 from llem_cli.errors import UsageProblem
 from llem_cli.plan import Config, Experiment, make_config_id
-from llem_cli.run.rundir import RunDir
-from llem_cli.runner.session import check_resume_compatible, planned_keys, write_plan
+from llem_cli.run.rundir import RunDir, planned_keys
+from llem_cli.runner.session import check_resume_compatible, write_plan
 
 
 def experiments(batches: list[int]) -> list[Experiment]:

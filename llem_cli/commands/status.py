@@ -13,7 +13,7 @@ from llem_cli.campaign.load import load_campaign
 from llem_cli.errors import UsageProblem
 from llem_cli.output import Output
 from llem_cli.run.journal import replay
-from llem_cli.run.rundir import RunDir, list_runs, run_id_sort_key
+from llem_cli.run.rundir import RunDir, list_runs, planned_keys, run_id_sort_key
 
 
 def newest_run_under(results: Path) -> RunDir | None:
@@ -64,9 +64,8 @@ def pid_alive(pid: int | None) -> bool:
 def summarize(run: RunDir) -> dict[str, Any]:
     """The status of one run as a JSON-ready dict."""
     state = replay(run.journal)
-    try:
-        planned = [item["key"] for item in json.loads(run.plan.read_text(encoding="utf-8"))]
-    except (OSError, ValueError, KeyError, TypeError):
+    planned = planned_keys(run)
+    if planned is None:
         planned = list(state.records)
     counts = state.counts()
     pending = sum(1 for key in planned if state.needs_run(key))

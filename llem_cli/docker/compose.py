@@ -255,6 +255,21 @@ def daemon_unreachable(stderr: str) -> bool:
     return bool(_DAEMON_DOWN.search(stderr))
 
 
+def daemon_problem(runner: Runner | None = None) -> str | None:
+    """Why the Docker daemon does not answer ``docker version`` (None: it answers).
+
+    The one liveness check: before a run starts, and after an exec whose stderr says the
+    daemon is gone (the experiment itself might have printed such a line).
+    """
+    runner = runner or SubprocessRunner()
+    argv = [*docker_argv(), "version", "--format", "{{.Server.Version}}"]
+    result = runner.run(argv, timeout=30, check=False)
+    if result.ok and result.stdout.strip():
+        return None
+    lines = result.stderr_tail.strip().splitlines()
+    return lines[-1].strip() if lines else "no answer"
+
+
 def _first_line(text: str) -> str:
     for line in text.splitlines():
         if line.strip():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import yaml
 
 from llem_cli.errors import UsageProblem
 from llem_cli.run.journal import Record, replay
-from llem_cli.run.rundir import RunDir
+from llem_cli.run.rundir import RunDir, planned_keys
 
 
 @dataclass
@@ -20,13 +19,6 @@ class RunRecords:
     run: RunDir
     records: list[Record]
     energy_per: list[str]
-
-
-def _plan_order(run: RunDir) -> list[str]:
-    try:
-        return [item["key"] for item in json.loads(run.plan.read_text(encoding="utf-8"))]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
 
 
 def _energy_per(run: RunDir) -> list[str]:
@@ -54,6 +46,6 @@ def load_run_records(path: Path) -> RunRecords:
             hint="give <results>/<name>/<run_id> (see 'llem status') or a campaign file",
         )
     state = replay(run.journal)
-    order = {key: i for i, key in enumerate(_plan_order(run))}
+    order = {key: i for i, key in enumerate(planned_keys(run) or [])}
     records = sorted(state.records.values(), key=lambda r: order.get(r.key, len(order)))
     return RunRecords(run, records, _energy_per(run))

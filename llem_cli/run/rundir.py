@@ -216,3 +216,32 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, mode: int = 0o644) -> N
 def atomic_write_text(path: Path | str, text: str, *, mode: int = 0o644) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode(), mode=mode)
+
+
+_PLAN_KEY = re.compile(r'\s*,?\s*\{"key": "([^"]+)"')
+
+
+def planned_keys(run: RunDir) -> list[str] | None:
+    """The keys of the run's ``plan.json`` in order (None: no readable plan).
+
+    ``plan.json`` is written one object per line with ``key`` first, so the keys are read
+    line by line without building 100k dicts; any other shape falls back to a full parse.
+    """
+    try:
+        with open(run.plan, encoding="utf-8") as f:
+            keys = []
+            for line in f:
+                match = _PLAN_KEY.match(line)
+                if match:
+                    keys.append(match.group(1))
+                elif line.strip() not in ("[", "]", ""):
+                    raise ValueError("not llem's plan.json layout")
+            return keys
+    except OSError:
+        return None
+    except ValueError:
+        try:
+            old = json.loads(run.plan.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return [i["key"] for i in old if isinstance(i, dict) and isinstance(i.get("key"), str)]

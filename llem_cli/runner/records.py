@@ -12,9 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llem_cli.docker.compose import daemon_unreachable, docker_argv
+from llem_cli.docker.compose import daemon_problem, daemon_unreachable
 from llem_cli.docker.outcome import ExecOutcome
-from llem_cli.docker.proc import SubprocessRunner, redact_text
+from llem_cli.docker.proc import redact_text
 from llem_cli.errors import EnvironmentProblem
 from llem_cli.plan import Experiment
 from llem_cli.run.journal import RECORD_FIELDS, Record
@@ -87,13 +87,11 @@ def check_daemon_after_failure(outcome: ExecOutcome) -> None:
     """
     if not daemon_unreachable(outcome.stderr_tail):
         return
-    argv = [*docker_argv(), "version", "--format", "{{.Server.Version}}"]
-    result = SubprocessRunner().run(argv, timeout=30, check=False)
-    if result.ok and result.stdout.strip():
+    why = daemon_problem()
+    if why is None:
         return
-    lines = (result.stderr_tail or outcome.stderr_tail).strip().splitlines()
     raise EnvironmentProblem(
-        "the Docker daemon is not reachable: " + (lines[-1].strip() if lines else "no answer"),
+        f"the Docker daemon is not reachable: {why}",
         hint="start it again, then run with --resume",
     )
 

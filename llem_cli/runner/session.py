@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
-import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -22,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from llem_cli.campaign.load import LoadedCampaign
-from llem_cli.docker.compose import discover_compose, docker_argv
+from llem_cli.docker.compose import daemon_problem, discover_compose
 from llem_cli.docker.manager import ContainerManager, StartFailed, teardown_by_label
-from llem_cli.docker.proc import CommandFailed, SubprocessRunner
+from llem_cli.docker.proc import CommandFailed
 from llem_cli.docker.signals import handle_signals
 from llem_cli.errors import (
     EXIT_ABORTED,
@@ -38,7 +36,13 @@ from llem_cli.errors import (
 from llem_cli.plan import Experiment, order_experiments, stream_json
 from llem_cli.run.journal import Journal, Record, RunState, iter_events, replay
 from llem_cli.run.lock import RunLock
-from llem_cli.run.rundir import RunDir, atomic_write_text, create_run_dir, find_newest_unfinished
+from llem_cli.run.rundir import (
+    RunDir,
+    atomic_write_text,
+    create_run_dir,
+    find_newest_unfinished,
+    planned_keys,
+)
 from llem_cli.runner.loop import CampaignLoop
 from llem_cli.runner.records import write_results_csv
 from llem_cli.runner.reporter import Reporter
@@ -60,12 +64,8 @@ class RunRequest:
 
 def check_daemon() -> None:
     """Fail early with exit 3 when Docker or its daemon is not there."""
-    runner = SubprocessRunner()
-    argv = [*docker_argv(), "version", "--format", "{{.Server.Version}}"]
-    result = runner.run(argv, timeout=30, check=False)
-    if not result.ok or not result.stdout.strip():
-        tail = result.stderr_tail.strip().splitlines()
-        why = tail[-1] if tail else "no answer"
+    why = daemon_problem()
+    if why is not None:
         raise EnvironmentProblem(
             f"the Docker daemon is not reachable: {why}",
             hint="start it (sudo systemctl start docker) or run 'llem doctor'",
@@ -89,35 +89,6 @@ def select_run_dir(loaded: LoadedCampaign, request: RunRequest) -> tuple[RunDir,
         if found is not None:
             return found, True
     return create_run_dir(results, name), False
-
-
-_PLAN_KEY = re.compile(r'\s*,?\s*\{"key": "([^"]+)"')
-
-
-def planned_keys(run: RunDir) -> list[str] | None:
-    """The keys of the run's ``plan.json`` in order (None: no readable plan).
-
-    ``plan.json`` is written one object per line with ``key`` first, so the keys are read
-    line by line without building 100k dicts; any other shape falls back to a full parse.
-    """
-    try:
-        with open(run.plan, encoding="utf-8") as f:
-            keys = []
-            for line in f:
-                match = _PLAN_KEY.match(line)
-                if match:
-                    keys.append(match.group(1))
-                elif line.strip() not in ("[", "]", ""):
-                    raise ValueError("not llem's plan.json layout")
-            return keys
-    except OSError:
-        return None
-    except ValueError:
-        try:
-            old = json.loads(run.plan.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return [i["key"] for i in old if isinstance(i, dict) and isinstance(i.get("key"), str)]
 
 
 def check_resume_compatible(run: RunDir, experiments: list[Experiment]) -> list[str] | None:
