@@ -27,8 +27,8 @@ from llem_cli.errors import EnvironmentProblem
 from llem_cli.plan import Config, Experiment
 from llem_cli.run.journal import Journal, Record, replay
 from llem_cli.run.rundir import RunDir
+from llem_cli.runner import faults as faults_mod
 from llem_cli.runner import records as records_mod
-from llem_cli.runner import session as session_mod
 from llem_cli.runner.records import record_from_outcome
 
 # ---- fuzzing: malformed campaign files ----------------------------------------------------------
@@ -208,7 +208,7 @@ def test_daemon_loss_unsettles_the_experiment_it_killed(
     run = journal_with_failure(tmp_path, ended=ended, pid_matches=same_pid)
     emitted: list[dict[str, object]] = []
     with Journal(run.journal) as journal:
-        session_mod._unsettle_last_failure(run, journal, emitted.append)
+        faults_mod.unsettle_last_failure(run, journal, emitted.append)
     state = replay(run.journal)
     assert state.needs_run("abcdef012345-c1") is unsettled
     assert len(emitted) == int(unsettled)
@@ -248,7 +248,7 @@ def test_daemon_loss_unsettles_a_not_runnable_and_the_skips_it_caused(tmp_path: 
         for key, cause in (("bbbbbbbbbbbb-c1", "aaaaaaaaaaaa-c1"), ("cccccccccccc-c1", "zzz")):
             why = f"backend command not runnable (experiment {cause})"
             journal.append("skipped", key=key, record=rec(key, "skipped", why))
-        session_mod._unsettle_last_failure(run, journal, lambda _event: None)
+        faults_mod.unsettle_last_failure(run, journal, lambda _event: None)
     state = replay(run.journal)
     assert state.records["aaaaaaaaaaaa-c1"].status == "interrupted"
     assert state.records["bbbbbbbbbbbb-c1"].status == "interrupted"

@@ -207,4 +207,3 @@ def _gpu_reservation_check(backend: str, spec: dict[str, Any]) -> Check:
         "add deploy.resources.reservations.devices: [{driver: nvidia, count: all, "
         "capabilities: [gpu, utility]}]",
     )
-

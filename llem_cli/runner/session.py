@@ -3,24 +3,23 @@
 Order matters for "never lose a result, never leave a container": the lock is
 taken before anything is written, the journal records ``run_started`` before
 the first container starts, and the ContainerManager context (inside the signal
-handler) tears down on every way out, before the end event is journaled.
+handler) tears down on every way out, before the end event is journaled. What happens when
+the environment fails under the run (disk full, daemon gone) lives in ``runner/faults.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from llem_cli.campaign.load import LoadedCampaign
-from llem_cli.docker.compose import daemon_problem, discover_compose
+from llem_cli.docker.compose import discover_compose
 from llem_cli.docker.manager import ContainerManager, StartFailed, teardown_by_label
 from llem_cli.docker.proc import CommandFailed
 from llem_cli.docker.signals import handle_signals
@@ -34,7 +33,7 @@ from llem_cli.errors import (
     UsageProblem,
 )
 from llem_cli.plan import Experiment, order_experiments, stream_json
-from llem_cli.run.journal import Journal, Record, RunState, iter_events, replay
+from llem_cli.run.journal import Journal, RunState, replay
 from llem_cli.run.lock import RunLock
 from llem_cli.run.rundir import (
     RunDir,
@@ -43,14 +42,17 @@ from llem_cli.run.rundir import (
     find_newest_unfinished,
     planned_keys,
 )
+from llem_cli.runner.faults import (
+    check_daemon,
+    disk_problem,
+    is_disk_error,
+    unsettle_last_failure,
+)
 from llem_cli.runner.loop import CampaignLoop
 from llem_cli.runner.records import write_results_csv
 from llem_cli.runner.reporter import Reporter
 
 log = logging.getLogger(__name__)
-
-#: errors writing the run directory that the user fixes outside llem (then ``--resume``)
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
 @dataclass
@@ -60,16 +62,6 @@ class RunRequest:
     resume: bool = False
     resume_dir: Path | None = None
     results_dir: Path | None = None
-
-
-def check_daemon() -> None:
-    """Fail early with exit 3 when Docker or its daemon is not there."""
-    why = daemon_problem()
-    if why is not None:
-        raise EnvironmentProblem(
-            f"the Docker daemon is not reachable: {why}",
-            hint="start it (sudo systemctl start docker) or run 'llem doctor'",
-        )
 
 
 def select_run_dir(loaded: LoadedCampaign, request: RunRequest) -> tuple[RunDir, bool]:
@@ -112,15 +104,6 @@ def check_resume_compatible(run: RunDir, experiments: list[Experiment]) -> list[
     return old
 
 
-def disk_problem(exc: OSError, where: Path) -> EnvironmentProblem:
-    """A full (or read-only, or failing) results filesystem as an exit-3 environment problem."""
-    why = exc.strerror or str(exc)
-    return EnvironmentProblem(
-        f"cannot write the run directory {where}: {why}",
-        hint="free space on that filesystem, then run again with --resume",
-    )
-
-
 def write_plan(run: RunDir, experiments: list[Experiment]) -> None:
     """``plan.json``: the experiments in order (streamed into a string, then atomically written)."""
     parts: list[str] = []
@@ -137,7 +120,7 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
     try:
         run, resumed = select_run_dir(loaded, request)
     except OSError as exc:
-        if exc.errno not in DISK_ERRNOS:
+        if not is_disk_error(exc):
             raise
         raise disk_problem(exc, loaded.results_dir(request.results_dir)) from None
     lock = RunLock(campaign.project_name, run.root)
@@ -151,7 +134,7 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
         return _execute_locked(loaded, experiments, run, resumed, compose, reporter)
     except OSError as exc:
         # the results filesystem filled up (or went read-only) before or after the loop
-        if exc.errno not in DISK_ERRNOS:
+        if not is_disk_error(exc):
             raise
         raise disk_problem(exc, run.root) from None
     finally:
@@ -215,39 +198,28 @@ def _execute_locked(
             finally:
                 loop.telemetry.close()
     except Interrupted as exc:
-        emit(
-            journal.append(
-                "interrupted", **base, signal="SIGINT" if exc.exit_code == 130 else "SIGTERM"
-            )
-        )
-        _write_results(run)
-        journal.close()
+        signal_name = "SIGINT" if exc.exit_code == 130 else "SIGTERM"
+        _journal_end(run, journal, emit, "interrupted", **base, signal=signal_name)
         raise
     except RunAborted as exc:
-        emit(journal.append("run_aborted", **base, reason=exc.one_line()))
-        _write_results(run)
-        journal.close()
+        _journal_end(run, journal, emit, "run_aborted", **base, reason=exc.one_line())
         raise
     except StartFailed as exc:
         # a container that cannot start (missing image, no GPU runtime) is the
         # environment's problem, not a policy decision: exit 3, resumable once fixed
         reason = exc.one_line()
-        _unsettle_last_failure(run, journal, emit)
-        emit(journal.append("run_aborted", **base, reason=reason))
-        _write_results(run)
-        journal.close()
+        unsettle_last_failure(run, journal, emit)
+        _journal_end(run, journal, emit, "run_aborted", **base, reason=reason)
         raise EnvironmentProblem(reason, hint="check with 'llem doctor FILE'") from None
     except EnvironmentProblem as exc:
-        _unsettle_last_failure(run, journal, emit)
-        emit(journal.append("run_aborted", **base, reason=exc.one_line()))
-        _write_results(run)
-        journal.close()
+        unsettle_last_failure(run, journal, emit)
+        _journal_end(run, journal, emit, "run_aborted", **base, reason=exc.one_line())
         raise
     except OSError as exc:
         # a write to the run directory failed (ENOSPC...): the containers are already torn
         # down; journal the abort if it still fits (the experiment being recorded has no final
         # record, so --resume runs it again) and exit 3 with one line
-        if exc.errno not in DISK_ERRNOS:
+        if not is_disk_error(exc):
             raise
         problem = disk_problem(exc, run.root)
         with contextlib.suppress(OSError, ValueError):
@@ -268,67 +240,6 @@ def _execute_locked(
         _write_results(run, final)  # run_finished carries no record: the replay is current
     failed = sum(n for status, n in counts.items() if status != "ok")
     return EXIT_SOME_FAILED if failed else EXIT_OK
-
-
-#: failures an environment going away (daemon stopped, its containers killed) produces; a
-#: graceful daemon stop can even make ``exec`` exit 126 ("cannot exec in a stopped container"),
-#: which reads as not_runnable and skips the rest of the backend
-_COLLATERAL = frozenset({"failed", "container_died", "timeout", "oom_killed", "not_runnable"})
-#: how recent (seconds before the abort) such a failure must be to be blamed on the environment
-_COLLATERAL_WINDOW_S = 60.0
-
-
-def _unsettle_last_failure(run: RunDir, journal: Journal, emit: Any) -> None:
-    """Let ``--resume`` run again the experiments whose failure the environment caused.
-
-    When the daemon stops, the experiment running then fails first (exit 137 when a graceful
-    stop kills the container, 255 when the connection drops, 126 when the exec cannot start in
-    the stopping container) and is recorded ``failed``, ``container_died`` or ``not_runnable``
-    (which also records the rest of its backend ``skipped``); only a later restart, probe or exec
-    finds the daemon gone. Those records would settle the experiments for good. So when the run
-    stops on an environment problem, this session's last recorded experiment, if it failed that
-    way within the last minute, and the ``skipped`` records it caused, are superseded by
-    ``interrupted`` records (not final: a resume runs them again). At worst a genuine failure
-    just before an outage runs once more.
-    """
-    pid = os.getpid()
-    last: dict[str, Any] | None = None
-    after: list[dict[str, Any]] = []  # skipped records written after ``last``
-    for event in iter_events(run.journal):
-        if event.get("pid") != pid:
-            continue
-        kind = event.get("type")
-        if kind == "experiment_finished":
-            last, after = event, []
-        elif kind == "skipped" and last is not None:
-            after.append(event)
-    data = last.get("record") if last else None
-    if not isinstance(data, dict):
-        return
-    try:
-        record = Record.from_json(data)
-        ended = datetime.fromisoformat(str(record.ended_at).replace("Z", "+00:00"))
-    except (TypeError, ValueError):
-        return
-    age = (datetime.now(timezone.utc) - ended).total_seconds()
-    if record.status not in _COLLATERAL or age > _COLLATERAL_WINDOW_S:
-        return
-    caused = [record]
-    if record.status == "not_runnable":
-        for event in after:
-            try:
-                skipped = Record.from_json(event["record"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if f"(experiment {record.key})" in str(skipped.error):
-                caused.append(skipped)
-    for item in caused:
-        item.error = (
-            f"interrupted: the environment failed during this run ({item.status}: "
-            f"{item.error}); runs again on --resume"
-        )
-        item.status = "interrupted"
-        emit(journal.append("experiment_finished", key=item.key, record=item))
 
 
 def _remove_leftovers(run: RunDir, manager: ContainerManager, emit: Any) -> None:
@@ -356,6 +267,15 @@ def _remove_leftovers(run: RunDir, manager: ContainerManager, emit: Any) -> None
     if removed:
         state = f"removed {len(removed)} container(s) of the stopped run"
         emit({"type": "container", "service": "leftover", "state": state})
+
+
+def _journal_end(
+    run: RunDir, journal: Journal, emit: Callable[[Any], Any], kind: str, **fields: Any
+) -> None:
+    """Journal how the run ended early, write ``results.csv`` from the journal, close it."""
+    emit(journal.append(kind, **fields))
+    _write_results(run)
+    journal.close()
 
 
 def _write_results(run: RunDir, state: RunState | None = None) -> None:
