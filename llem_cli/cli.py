@@ -102,7 +102,7 @@ def plan(file: Path, as_json: bool, limit: int) -> None:
 
 
 @cli.command()
-@click.argument("file", type=campaign_file)
+@click.argument("file", required=False, type=campaign_file, metavar="FILE")
 @click.option(
     "--dry-run", is_flag=True, help="Print the override file and docker commands; run nothing."
 )
@@ -130,7 +130,7 @@ def plan(file: Path, as_json: bool, limit: int) -> None:
     help="One JSON object per event on stdout.",
 )
 def run(
-    file: Path,
+    file: Path | None,
     dry_run: bool,
     resume_dir: Path | None,
     results_dir: Path | None,
@@ -138,6 +138,9 @@ def run(
     as_json: bool,
 ) -> None:
     """Run a campaign: one container per backend, every experiment journaled.
+
+    FILE comes first: --resume takes an optional RUN_DIR, so write
+    `llem run FILE --resume` (a lone `llem run --resume FILE` is read the same way).
 
     Exit 0 all ok, 1 some failed, 2 invalid campaign, 3 Docker problem,
     4 aborted by policy, 75 another run holds the lock, 130/143 interrupted.
@@ -151,6 +154,7 @@ def run(
     """
     from llem_cli.commands.run import run_campaign
 
+    file, resume_dir = _campaign_and_resume(file, resume_dir)
     code = run_campaign(
         file,
         dry_run=dry_run,
@@ -162,6 +166,33 @@ def run(
         out=get_output(),
     )
     click.get_current_context().exit(code)
+
+
+def _campaign_and_resume(file: Path | None, resume_dir: Path | None) -> tuple[Path, Path | None]:
+    """FILE and --resume's value; ``llem run --resume FILE`` means ``llem run FILE --resume``.
+
+    --resume takes an optional value, so Click hands a campaign file written after it to
+    --resume and leaves FILE empty. RUN_DIR is a directory: a regular file there is the
+    campaign. Anything else without FILE is a usage error that shows the right order.
+    """
+    if file is not None:
+        return file, resume_dir
+    if resume_dir is not None and resume_dir != Path(".") and resume_dir.is_file():
+        return resume_dir, Path(".")
+    from llem_cli.errors import UsageProblem
+
+    if resume_dir is None:
+        raise UsageProblem("missing the campaign FILE", hint="usage: llem run FILE [OPTIONS]")
+    if resume_dir == Path("."):
+        raise UsageProblem("missing the campaign FILE", hint="usage: llem run FILE --resume")
+    if not resume_dir.exists():
+        raise UsageProblem(
+            f"{resume_dir}: no such campaign file or run directory",
+            hint="usage: llem run FILE --resume [RUN_DIR]",
+        )
+    raise UsageProblem(
+        "missing the campaign FILE", hint=f"usage: llem run FILE --resume {resume_dir}"
+    )
 
 
 @cli.command()
@@ -254,8 +285,9 @@ def doctor(campaign: Path | None, as_json: bool) -> None:
     """Check docker, compose, the daemon, the NVIDIA runtime and host GPUs.
 
     With a campaign FILE, also each backend's image and GPU reservation.
-    Exit 0 when llem can run (warnings allowed), 3 when docker, compose or the
-    daemon is missing or unreachable.
+    Exit 0 when llem can run (warnings allowed); 2 when FILE is invalid, or its
+    compose files are refused or lack a backend's service; 3 when docker, compose
+    or the daemon is missing or unreachable.
 
     \b
     Examples:

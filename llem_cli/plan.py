@@ -188,9 +188,21 @@ def pause_before(previous: Experiment | None, experiment: Experiment, campaign: 
     execution = campaign.execution
     if previous is None:
         return 0.0
-    if execution.order != "shuffled" and previous.cycle != experiment.cycle:
+    if _new_cycle(previous, experiment, campaign):
         return max(execution.gap, execution.cycle_gap)
     return execution.gap
+
+
+def pause_setting(previous: Experiment | None, experiment: Experiment, campaign: Campaign) -> str:
+    """Which setting :func:`pause_before`'s wait comes from: ``gap`` or ``cycle_gap``."""
+    execution = campaign.execution
+    if previous is not None and _new_cycle(previous, experiment, campaign):
+        return "cycle_gap" if execution.cycle_gap >= execution.gap else "gap"
+    return "gap"
+
+
+def _new_cycle(previous: Experiment, experiment: Experiment, campaign: Campaign) -> bool:
+    return campaign.execution.order != "shuffled" and previous.cycle != experiment.cycle
 
 
 def stream_json(experiments: Iterable[Experiment], write: Any) -> int:

@@ -241,3 +241,121 @@ def test_validate_needs_no_rich(campaign: Path) -> None:
     """validate prints plain lines: rich stays unimported (pydantic and yaml are needed)."""
     proc = _run(sys.executable, "-c", PROBE.format(args=["validate", str(campaign)], heavy=HEAVY))
     assert "HEAVY=pydantic,yaml\n" in proc.stderr, proc.stderr
+
+
+# --- llem run FILE --resume [RUN_DIR] ---------------------------------------------------------
+
+
+@pytest.fixture
+def run_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """What ``llem run`` hands to run_campaign (nothing runs)."""
+    import llem_cli.commands.run as run_module
+
+    calls: list[dict[str, object]] = []
+
+    def fake(file: Path, **kwargs: object) -> int:
+        calls.append({"file": file, **kwargs})
+        return 0
+
+    monkeypatch.setattr(run_module, "run_campaign", fake)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("args", "resume", "with_run_dir", "dry_run"),
+    [
+        (["{c}"], False, False, False),
+        (["{c}", "--resume"], True, False, False),
+        (["{c}", "--resume", "{r}"], True, True, False),
+        (["--resume", "{c}"], True, False, False),  # the order the audit tried
+        (["--resume", "{c}", "--dry-run"], True, False, True),
+        (["--dry-run", "--resume", "{c}"], True, False, True),
+        (["--resume", "{r}", "{c}"], True, True, False),
+    ],
+)
+def test_run_reads_file_and_resume_in_either_order(
+    campaign: Path,
+    run_calls: list[dict[str, object]],
+    args: list[str],
+    resume: bool,
+    with_run_dir: bool,
+    dry_run: bool,
+) -> None:
+    run_dir = campaign.parent / "results" / "demo" / "20261128T140500Z"
+    run_dir.mkdir(parents=True)
+    argv = [a.format(c=campaign, r=run_dir) for a in args]
+    result = invoke("run", *argv)
+    assert result.exit_code == 0, result.output
+    (call,) = run_calls
+    assert call["file"] == campaign
+    assert call["resume"] is resume
+    assert call["resume_dir"] == (run_dir if with_run_dir else None)
+    assert call["dry_run"] is dry_run
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "usage"),
+    [
+        ([], "missing the campaign FILE", "llem run FILE"),
+        (["--resume"], "missing the campaign FILE", "llem run FILE --resume)"),
+        (["--resume", "{d}"], "missing the campaign FILE", "llem run FILE --resume {d})"),
+        (["--resume", "{d}/died.yaml"], "{d}/died.yaml: no such", "llem run FILE --resume"),
+    ],
+)
+def test_run_without_file_is_one_usage_line_showing_the_order(
+    tmp_path: Path, run_calls: list[dict[str, object]], args: list[str], message: str, usage: str
+) -> None:
+    result = invoke("run", *(a.format(d=tmp_path) for a in args))
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert message.format(d=tmp_path) in lines[0]
+    assert f"(usage: {usage.format(d=tmp_path)}" in lines[0]
+    assert "Missing argument" not in result.output
+    assert not run_calls
+
+
+def test_run_help_shows_the_resume_order() -> None:
+    text = " ".join(invoke("run", "--help").output.split())
+    assert "Usage: cli run [OPTIONS] FILE" in text or "Usage: llem run [OPTIONS] FILE" in text
+    assert "llem run campaigns/demo.yaml --resume # cron-safe" in text
+    assert "FILE comes first" in text
+
+
+def test_run_resume_then_file_dry_run_in_a_real_process(campaign: Path) -> None:
+    """``llem run --resume FILE --dry-run`` prints the plan's docker commands and writes nothing."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "llem_cli", "run", "--resume", campaign.name, "--dry-run"],
+        cwd=campaign.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("# dry run: nothing is started or written")
+    assert proc.stdout.count("# experiment ") == 3
+    assert not (campaign.parent / "results").exists()
+
+
+# --- llem run's progress lines ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "line"),
+    [
+        ({"seconds": 2, "why": "gap", "setting": "cycle_gap"}, "waiting 2s (cycle_gap)"),
+        ({"seconds": 60, "why": "gap", "setting": "gap"}, "waiting 1m (gap)"),
+        ({"seconds": 5, "why": "restart backoff"}, "waiting 5s (restart backoff)"),
+    ],
+)
+def test_a_pause_names_the_setting_that_asked_for_it(event: dict[str, object], line: str) -> None:
+    import io
+
+    from llem_cli.runner.reporter import PlainReporter, describe
+
+    event = {"type": "waiting", **event}
+    assert describe(event) == line
+    stream = io.StringIO()
+    PlainReporter(stream).event(event)
+    assert stream.getvalue().endswith(f"Z {line}\n")

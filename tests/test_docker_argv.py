@@ -171,8 +171,11 @@ def test_dry_run_prints_commands_and_touches_nothing(tmp_path: Path) -> None:
     base += f" -f {run_dir}/compose.override.yaml"
     assert lines == [
         f"{base} up -d --wait app",
-        f"{base} exec -T app nvidia-smi --query-gpu=index,uuid,memory.used,memory.total,"
-        "temperature.gpu,utilization.gpu,power.draw --format=csv,noheader,nounits",
+        # the probe as a real run sends it: docker exec on the container's id, looked up once
+        f"{base} ps --all -q app",
+        "docker exec '<id of the app container>' nvidia-smi --query-gpu=index,uuid,"
+        "memory.used,memory.total,temperature.gpu,utilization.gpu,power.draw "
+        "--format=csv,noheader,nounits",
         f"{base} exec -T -e API_KEY app bench --n 1",
         f"{base} down --remove-orphans --timeout 10",
         "docker ps -a -q --no-trunc --filter label=llem.run=r1"

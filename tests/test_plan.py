@@ -14,7 +14,14 @@ from click.testing import CliRunner
 from llem_cli.campaign.load import load_campaign
 from llem_cli.campaign.placeholders import render
 from llem_cli.cli import cli
-from llem_cli.plan import make_config_id, matches, order_experiments, same_value
+from llem_cli.plan import (
+    make_config_id,
+    matches,
+    order_experiments,
+    pause_before,
+    pause_setting,
+    same_value,
+)
 
 # The DESIGN.md example, with the `vllm` backend it uses in its grid declared.
 DESIGN_EXAMPLE = """\
@@ -63,6 +70,9 @@ COMPOSE = """\
 services:
   pytorch: {image: busybox, network_mode: none}
   vllm-server: {image: busybox, network_mode: none}
+  a: {image: busybox, network_mode: none}
+  b: {image: busybox, network_mode: none}
+  only: {image: busybox, network_mode: none}
 """
 
 
@@ -426,3 +436,22 @@ def test_commands_render_with_params_and_builtins(tmp_path: Path) -> None:
         "8",
         "0.25",
     ]
+
+
+@pytest.mark.parametrize(
+    ("order", "boundaries"),
+    # DESIGN_EXAMPLE: gap 60s, cycle_gap 5m, 3 cycles
+    [("interleaved", 2), ("grouped", 5), ("shuffled", 0)],
+)
+def test_each_pause_names_the_setting_it_comes_from(
+    tmp_path: Path, order: str, boundaries: int
+) -> None:
+    loaded = load_campaign(write_campaign(tmp_path, with_order(order)))
+    experiments = list(order_experiments(loaded.configs, loaded.campaign))
+    pauses = [
+        (pause_before(a, b, loaded.campaign), pause_setting(a, b, loaded.campaign))
+        for a, b in itertools.pairwise(experiments)
+    ]
+    assert pause_before(None, experiments[0], loaded.campaign) == 0.0
+    assert pauses.count((300.0, "cycle_gap")) == boundaries
+    assert pauses.count((60.0, "gap")) == len(pauses) - boundaries

@@ -155,3 +155,43 @@ def test_a_retry_sets_the_earlier_attempts_report_aside(tmp_path: Path) -> None:
     assert set_aside_stale_result(tmp_path) == tmp_path / "result.attempt-2.json"
     assert json.loads((tmp_path / "result.attempt-1.json").read_text()) == {"tokens": 1}
     assert set_aside_stale_result(tmp_path) is None
+
+
+# ---- --group-by names a field the records have --------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+@pytest.mark.parametrize("group_by", ["zzz", "backend,zzz", "batch_sise"])
+def test_unknown_group_by_field_is_one_line_exit_2(run_dir: Path, fmt: str, group_by: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["results", str(run_dir), "--format", fmt, "--stats", "--group-by", group_by]
+    )
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    unknown = ",".join(a for a in group_by.split(",") if a != "backend")
+    assert f"--group-by {unknown}: no such field" in lines[0]
+    assert "(valid: backend, service, config_id, cycle, batch_size)" in lines[0]
+
+
+def test_group_by_record_fields(run_dir: Path) -> None:
+    rows = json.loads(
+        invoke("results", str(run_dir), "--format", "json", "--stats", "--group-by", "cycle")
+    )
+    energy = {r["group.cycle"]: r for r in rows if r["quantity"] == "energy_j"}
+    assert set(energy) == {1, 2, 3, 4}
+    assert energy[1]["n"] == 1 and energy[1]["mean"] == pytest.approx(10.0)
+    assert energy[1]["statuses"] == {"ok": 2}  # aaa-c1 and bbb-c1
+    rows = json.loads(
+        invoke("results", str(run_dir), "--format", "json", "--stats", "--group-by", "service")
+    )
+    assert {r["group.service"] for r in rows} == {"pytorch", "vllm"}
+
+
+def test_missing_run_dir_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["results", str(tmp_path / "nonexist")])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'nonexist'}: no such run directory or campaign file" in result.stderr
+    assert len(result.stderr.splitlines()) == 1

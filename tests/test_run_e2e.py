@@ -34,6 +34,7 @@ from e2e_support import (
     ok_finishes,
     plan_keys,
     records,
+    remove_containers,
     service_container,
     smi_line,
     wait_exit,
@@ -190,6 +191,14 @@ def test_failed_experiment_exits_1_with_plain_timestamped_lines(campaign: E2ECam
     assert of_type(run, "run_finished")[0]["counts"] == {"ok": 1, "failed": 1}
     assert not of_type(run, "restart")  # a plain failure keeps the container
     assert_no_containers(c, run.name)
+
+    # -q (cron): only what needs attention, the failure and how the run ended
+    quiet = c.llem("-q", "run", c.file, "--no-progress")
+    assert quiet.returncode == 1, quiet.stdout + quiet.stderr
+    lines = quiet.stdout.splitlines()
+    assert len(lines) == 2 and all(STAMPED.match(line) for line in lines), lines
+    assert "-> failed" in lines[0] and " finished: 1 failed, 1 ok" in lines[1], lines
+    assert_no_containers(c)
 
 
 # ---- 2. a container killed mid-experiment -------------------------------------------------------
@@ -650,6 +659,46 @@ def test_down_removes_what_a_killed_run_left(campaign: E2ECampaign) -> None:
     assert_no_containers(c, run.name)
     again = c.llem("down", run)
     assert again.returncode == 0 and "removed 0 container(s)" in again.stdout + again.stderr
+
+
+def test_down_refuses_while_the_run_is_active_and_spares_foreign_containers(
+    campaign: E2ECampaign,
+) -> None:
+    c = campaign
+    c.write(
+        {"app": {"command": ["sh", "-c", "while [ ! -f /llem/run/go ]; do sleep 0.1; done"]}},
+        grid={"step": [1]},
+    )
+    proc = c.start("run", c.file, "--no-progress")
+    run = c.wait_run_dir()
+    wait_for(lambda: of_type(run, "experiment_started"), 60, "the experiment")
+    try:
+        for target in (c.file, run):
+            refused = c.llem("down", target)
+            assert refused.returncode == 75, refused.stdout + refused.stderr
+            assert "still active" in refused.stderr and f"pid {proc.pid}" in refused.stderr
+            no_traceback(refused.stdout, refused.stderr)
+        assert containers(f"llem.run={run.name}", f"com.docker.compose.project={c.project}")
+    finally:
+        (run / "go").touch()
+    assert wait_exit(proc, 60) == 0  # the run was not disturbed
+    assert [r["status"] for r in records(run).values()] == ["ok"]
+    assert_no_containers(c, run.name)
+
+    # a container the user made by hand in the project after the run: not llem's to remove
+    hand = subprocess.run(
+        ["docker", "compose", "-p", c.project, "-f", str(c.root / "compose.yml"),
+         "run", "-d", "--name", f"{c.project}-by-hand", "app", "sleep", "600"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert hand.returncode == 0, hand.stderr
+    try:
+        done = c.llem("down", c.file)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "removed 0 container(s)" in done.stdout + done.stderr
+        assert len(containers(f"com.docker.compose.project={c.project}")) == 1
+    finally:
+        remove_containers(f"com.docker.compose.project={c.project}")
 
 
 # ---- 10. a backend whose command is not runnable ------------------------------------------------

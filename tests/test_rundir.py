@@ -105,9 +105,11 @@ def test_finding_the_newest_unfinished_run(tmp_path):
     assert find_newest_unfinished(tmp_path, "c") is None
     old = create_run_dir(tmp_path, "c", now=T0)
     journal(old, "run_started")  # crashed
+    assert find_newest_unfinished(tmp_path, "c") == old
     done = create_run_dir(tmp_path, "c", now=T0 + timedelta(hours=1))
     journal(done, "run_started", "run_finished")
-    assert find_newest_unfinished(tmp_path, "c") == old
+    # a newer finished run supersedes the crashed one: --resume starts a new run
+    assert find_newest_unfinished(tmp_path, "c") is None
     aborted = create_run_dir(tmp_path, "c", now=T0 + timedelta(hours=2))
     journal(aborted, "run_started", "run_aborted")
     assert find_newest_unfinished(tmp_path, "c") == aborted
@@ -115,7 +117,7 @@ def test_finding_the_newest_unfinished_run(tmp_path):
     assert not is_unfinished(never)
     assert find_newest_unfinished(tmp_path, "c") == aborted
     journal(aborted, "run_started", "run_finished")  # resumed and finished
-    assert find_newest_unfinished(tmp_path, "c") == old
+    assert find_newest_unfinished(tmp_path, "c") is None
 
 
 def test_interrupted_and_torn_journals_are_unfinished(tmp_path):

@@ -214,3 +214,68 @@ def test_the_hand_check_catches_mistakes(schema: dict[str, Any], edit: Any, prob
 def test_jsonschema_agrees_when_installed(schema: dict[str, Any]) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(yaml.safe_load(DESIGN_EXAMPLE), schema)
+
+
+# ---- command items: strings and numbers, as validate accepts them ------------------------------
+
+COMMAND_ITEMS = [
+    ("--batch-size", True),
+    ("{batch_size}", True),
+    (8, True),
+    (0.5, True),
+    (-1, True),
+    (True, False),
+    (False, False),
+    (None, False),
+    ({"a": 1}, False),
+    ([1], False),
+]
+
+
+def _with_item(item: object, where: str) -> dict[str, Any]:
+    data = yaml.safe_load(DESIGN_EXAMPLE)
+    if where == "command":
+        data["backends"]["pytorch"]["command"] = ["lem-bench", "--batch-size", item]
+    else:
+        data["health"]["probe"] = ["smi", item]
+    return dict(data)
+
+
+def _validate_accepts(data: dict[str, Any]) -> bool:
+    from pydantic import ValidationError
+
+    from llem_cli.campaign.model import Campaign
+
+    try:
+        Campaign.model_validate(data)
+    except ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("where", ["command", "probe"])
+@pytest.mark.parametrize(("item", "ok"), COMMAND_ITEMS)
+def test_schema_command_items_agree_with_validate(
+    schema: dict[str, Any], where: str, item: object, ok: bool
+) -> None:
+    data = _with_item(item, where)
+    assert _validate_accepts(data) is ok  # what validate accepts is unchanged
+    assert (check(schema, schema, data, "$") == []) is ok
+
+
+@pytest.mark.parametrize("where", ["command", "probe"])
+@pytest.mark.parametrize(("item", "ok"), COMMAND_ITEMS)
+def test_jsonschema_command_items_agree_with_validate(
+    schema: dict[str, Any], where: str, item: object, ok: bool
+) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    data = _with_item(item, where)
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    assert (not errors) is ok, [e.message for e in errors]
+
+
+def test_validate_turns_numbers_in_command_into_strings() -> None:
+    from llem_cli.campaign.model import Campaign
+
+    campaign = Campaign.model_validate(_with_item(8, "command"))
+    assert campaign.backends["pytorch"].command == ["lem-bench", "--batch-size", "8"]

@@ -6,9 +6,12 @@ plan will use, so "validate says ok" and "plan runs" can never disagree.
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 
-from llem_cli.campaign.model import Campaign
+from llem_cli.campaign.compose_services import ComposeFileError, read_compose_services
+from llem_cli.campaign.model import NAME_PATTERN, Campaign
 from llem_cli.campaign.placeholders import BUILTINS, placeholder_names
 from llem_cli.campaign.problems import Problem, dotted
 from llem_cli.campaign.yaml_source import PathKey, SourceDoc, child
@@ -63,6 +66,8 @@ def check_campaign(
 
 def _check_compose_files(campaign: Campaign, base_dir: Path, out: _Collector) -> None:
     _check_compose_paths(campaign.compose_files, base_dir, out)
+    backends = [(name, backend.service) for name, backend in campaign.backends.items()]
+    _check_compose_services(campaign.compose_files, backends, base_dir, out)
 
 
 def _check_compose_paths(paths: list[str], base_dir: Path, out: _Collector) -> None:
@@ -76,6 +81,70 @@ def _check_compose_paths(paths: list[str], base_dir: Path, out: _Collector) -> N
             )
 
 
+def _check_compose_services(
+    paths: list[str], backends: list[tuple[str, str | None]], base_dir: Path, out: _Collector
+) -> None:
+    """Each compose file must be one Compose can read, and hold every backend's service.
+
+    Read with PyYAML, no engine. Services are the union over all the files; the membership
+    check is skipped when that union is not known for sure: a file missing (reported above),
+    unreadable, too large to read, or with an ``include:`` (services may come from there).
+    """
+    several = isinstance(doc_value(out.doc, ("compose",)), list)
+    services: list[str] = []
+    known = True
+    for index, rel in enumerate(paths):
+        target = base_dir / rel
+        if not target.is_file():
+            known = False
+            continue
+        try:
+            found = read_compose_services(target)
+        except ComposeFileError as exc:
+            path = ("compose", index) if several else ("compose",)
+            out.error(path, f"{target}: not a valid compose file: {exc.message}")
+            known = False
+            continue
+        if found is None or found.has_include:
+            known = False
+            continue
+        services += [name for name in found.services if name not in services]
+    if not known:
+        return
+    where = ", ".join(str(base_dir / rel) for rel in paths)
+    if not services:
+        listing = "it defines no service" if len(paths) == 1 else "they define no service"
+    else:
+        listing = f"{'its' if len(paths) == 1 else 'their'} services are: {', '.join(services)}"
+    for name, service in backends:
+        wanted = service or name
+        if wanted in services:
+            continue
+        close = difflib.get_close_matches(wanted, services, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        default = "" if service else " (the backend's name: set 'service' to use another)"
+        out.error(
+            ("backends", name, "service"),
+            f"service '{wanted}'{default} is not in {where}; {listing}{hint}",
+            of_key=service is None,
+        )
+
+
+def _raw_backends(doc: SourceDoc) -> list[tuple[str, str | None]]:
+    """(name, service) of each backend whose name and service are well-formed in the raw data."""
+    backends = doc_value(doc, ("backends",))
+    found: list[tuple[str, str | None]] = []
+    if not isinstance(backends, dict):
+        return found
+    for name, entry in backends.items():
+        if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+            continue
+        service = entry.get("service") if isinstance(entry, dict) else None
+        if service is None or isinstance(service, str):
+            found.append((name, service))
+    return found
+
+
 def check_raw(doc: SourceDoc, file: str, base_dir: Path) -> list[Problem]:
     """The checks that still make sense when the structure is invalid, on the raw YAML data.
 
@@ -84,8 +153,11 @@ def check_raw(doc: SourceDoc, file: str, base_dir: Path) -> list[Problem]:
     """
     out = _Collector(doc, file)
     compose = doc_value(doc, ("compose",))
-    paths = [compose] if isinstance(compose, str) else compose if isinstance(compose, list) else []
-    _check_compose_paths([p for p in paths if isinstance(p, str)], base_dir, out)
+    given = [compose] if isinstance(compose, str) else compose if isinstance(compose, list) else []
+    paths = [p for p in given if isinstance(p, str)]
+    _check_compose_paths(paths, base_dir, out)
+    if paths and len(paths) == len(given):
+        _check_compose_services(paths, _raw_backends(doc), base_dir, out)
     backends = doc_value(doc, ("backends",))
     names = doc_value(doc, ("grid", "backend"))
     if isinstance(backends, dict) and backends and isinstance(names, list):

@@ -44,7 +44,13 @@ def _command_item(value: object) -> str:
     return value
 
 
-CommandItem = Annotated[str, BeforeValidator(_command_item)]
+_COMMAND_ITEM_SCHEMA = {
+    "anyOf": [{"type": "string"}, {"type": "number"}],
+    "description": "an argv item; a number is turned into a string (booleans and null: quote it)",
+}
+
+CommandItem = Annotated[str, BeforeValidator(_command_item), WithJsonSchema(_COMMAND_ITEM_SCHEMA)]
+"""A ``command`` (or probe) item: the published schema says what validate accepts."""
 
 
 def _env_value(value: object) -> str:

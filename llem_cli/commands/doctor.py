@@ -1,4 +1,11 @@
-"""``llem doctor``: what works, what does not, and how to fix it (exit 0, or 3)."""
+"""``llem doctor``: what works, what does not, and how to fix it.
+
+Exit codes (DESIGN.md): 0 nothing failed (warnings allowed); 2 the campaign FILE is invalid,
+its compose files are refused by Compose or lack a backend's service; 3 docker, compose or
+the daemon is missing or unreachable. When both kinds fail, 2: ``llem run FILE`` would stop
+there first. A missing image or NVIDIA runtime is a warning (``up`` pulls an image; GPUs can
+work without a registered runtime), so exit 0.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from pathlib import Path
 import click
 
 from llem_cli.doctor.checks import (
+    CAMPAIGN,
     FAIL,
     OK,
     WARN,
@@ -19,15 +27,23 @@ from llem_cli.doctor.checks import (
     check_host_gpus,
     check_nvidia_runtime,
 )
-from llem_cli.errors import EXIT_ENVIRONMENT, EXIT_OK
+from llem_cli.errors import EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
 from llem_cli.output import Output
 
 _MARK = {OK: "ok  ", WARN: "warn", FAIL: "FAIL"}
 _COLOUR = {OK: "green", WARN: "yellow", FAIL: "red"}
 
 
+def exit_code(checks: list[Check]) -> int:
+    """2 when a campaign check failed, else 3 when an environment check failed, else 0."""
+    failed = [c for c in checks if c.status == FAIL]
+    if any(c.scope == CAMPAIGN for c in failed):
+        return EXIT_USAGE
+    return EXIT_ENVIRONMENT if failed else EXIT_OK
+
+
 def run_doctor(campaign: Path | None, *, as_json: bool, out: Output) -> int:
-    """Run every check; exit 3 when docker, compose or the daemon fails."""
+    """Run every check and print them; the exit code as the module docstring says."""
     checks: list[Check] = [check_docker_cli()]
     compose_check, compose = check_compose()
     daemon_check, info = check_daemon()
@@ -36,9 +52,10 @@ def run_doctor(campaign: Path | None, *, as_json: bool, out: Output) -> int:
     checks.append(gpu_check)
     if campaign is not None:
         checks += check_campaign(campaign, compose if daemon_check.status == OK else None)
-    environment_failed = any(c.status == FAIL for c in (checks[0], compose_check, daemon_check))
+    code = exit_code(checks)
     if as_json:
-        click.echo(json.dumps({"checks": [c.to_dict() for c in checks], "gpus": gpus}, indent=2))
+        report = {"checks": [c.to_dict() for c in checks], "gpus": gpus, "exit_code": code}
+        click.echo(json.dumps(report, indent=2))
     else:
         for check in checks:
             mark = _MARK[check.status]
@@ -47,4 +64,4 @@ def run_doctor(campaign: Path | None, *, as_json: bool, out: Output) -> int:
             click.echo(f"{mark} {check.name}: {check.detail}")
             if check.fix and check.status != OK:
                 click.echo(f"     fix: {check.fix}")
-    return EXIT_ENVIRONMENT if environment_failed else EXIT_OK
+    return code

@@ -8,8 +8,9 @@ import yaml
 
 from llem_cli.campaign.load import load_campaign
 from llem_cli.docker.manager import teardown_by_label
-from llem_cli.errors import UsageProblem
+from llem_cli.errors import LockHeld, UsageProblem
 from llem_cli.output import Output
+from llem_cli.run.lock import RunLock, read_holder
 from llem_cli.run.rundir import RunDir
 
 
@@ -26,7 +27,13 @@ def project_of_run(run: RunDir) -> str | None:
 
 
 def bring_down(target: Path, out: Output) -> int:
-    """FILE: every container of its compose project; RUN_DIR: that run's (and its project's)."""
+    """FILE: llem's containers in its compose project; RUN_DIR: that run's (and its project's).
+
+    A run that is still going holds its project's lock: its containers are not "left behind",
+    so ``down`` refuses with exit 75 instead of pulling them from under it (stop the run with
+    Ctrl-C or ``kill -TERM``; it tears down itself). The lock is held during the removal, so
+    no run can start in the middle of it.
+    """
     if target.is_dir():
         run = RunDir(target.resolve())
         if not run.journal.exists() and not run.campaign.exists():
@@ -35,6 +42,25 @@ def bring_down(target: Path, out: Output) -> int:
                 hint="give a campaign file or <results>/<name>/<run_id>",
             )
         project = project_of_run(run)
+        what = f"run {run.run_id}"
+        lock_for = run.root
+    else:
+        loaded = load_campaign(target)
+        project = loaded.campaign.project_name
+        what = f"compose project {project}"
+        lock_for = target.resolve()
+    lock = RunLock(project, lock_for) if project is not None else None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except LockHeld:
+            holder = read_holder(project)
+            who = f"pid {holder.pid}, run directory {holder.run_dir}" if holder else "unknown"
+            raise LockHeld(
+                f"{what}: a run is still active ({who}); its containers are in use",
+                hint="stop it with Ctrl-C or 'kill -TERM <pid>': it removes its containers itself",
+            ) from None
+    try:
         # A run id is a timestamp, unique only among its campaign's runs: another campaign
         # started in the same second has the same llem.run label. The run's containers are
         # all in its compose project, so the project alone names them without that risk.
@@ -42,11 +68,8 @@ def bring_down(target: Path, out: Output) -> int:
             removed = teardown_by_label(project=project)
         else:
             removed = teardown_by_label(run_id=run.run_id)
-        what = f"run {run.run_id}"
-    else:
-        loaded = load_campaign(target)
-        project = loaded.campaign.project_name
-        removed = teardown_by_label(project=project)
-        what = f"compose project {project}"
+    finally:
+        if lock is not None:
+            lock.release()
     out.line(f"{what}: removed {len(removed)} container(s)")
     return 0

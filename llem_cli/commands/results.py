@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llem_cli.errors import UsageProblem
 from llem_cli.output import Output
-from llem_cli.results.aggregate import GroupStats, aggregate, stats_rows
+from llem_cli.results.aggregate import GroupStats, aggregate, group_axes, stats_rows, unknown_axes
 from llem_cli.results.jsonout import write_json_list
 from llem_cli.results.load import load_run_records
 from llem_cli.runner.records import csv_text
@@ -41,6 +42,11 @@ def show_results(
     """Print the run's records or statistics in the chosen format."""
     loaded = load_run_records(run_dir)
     records = loaded.records
+    unknown = unknown_axes(records, group_by or [])
+    if unknown:
+        valid = ", ".join(group_axes(records))
+        fields = "no such field" if len(unknown) == 1 else "no such fields"
+        raise UsageProblem(f"--group-by {','.join(unknown)}: {fields} (valid: {valid})")
     if fmt in ("json", "csv") and not stats_only:  # the records alone: no statistics to compute
         if fmt == "json":  # streamed: 100k records never sit in memory as one text
             write_json_list((r.to_json() for r in records), sys.stdout)

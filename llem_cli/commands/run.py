@@ -54,7 +54,7 @@ def choose_reporter(out: Output, *, progress: bool, as_json: bool) -> Reporter:
         return JsonReporter()
     if progress and sys.stdout.isatty() and not out.quiet:
         return RichReporter(out.console())
-    return PlainReporter(verbose=out.verbosity > 0)
+    return PlainReporter(verbose=out.verbosity > 0 and not out.quiet, quiet=out.quiet)
 
 
 def compose_for_dry_run() -> ComposeCLI:

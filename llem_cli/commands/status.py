@@ -12,7 +12,7 @@ import click
 from llem_cli.campaign.load import load_campaign
 from llem_cli.errors import UsageProblem
 from llem_cli.output import Output
-from llem_cli.run.journal import replay
+from llem_cli.run.journal import RunState, replay
 from llem_cli.run.rundir import RunDir, list_runs, planned_keys, run_id_sort_key
 
 
@@ -36,6 +36,11 @@ def resolve_target(target: Path | None) -> RunDir:
                 "no run found under ./results", hint="give a RUN_DIR or a campaign FILE"
             )
         return run
+    if not target.exists():
+        raise UsageProblem(
+            f"{target}: no such run directory or campaign file",
+            hint="give <results>/<name>/<run_id> or a campaign file, or nothing for ./results",
+        )
     if target.is_dir():
         run = RunDir(target.resolve())
         if not run.journal.exists():
@@ -61,6 +66,26 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+#: the values of the JSON ``state`` field: stable words for scripts (prose is ``state_detail``)
+STATES = ("running", "finished", "aborted", "interrupted", "crashed")
+
+
+def _phase(state: RunState, alive: bool) -> tuple[str, str]:
+    """The run's state as one of :data:`STATES`, and a sentence for people."""
+    last = state.last_event or {}
+    if state.finished:
+        return "finished", "finished"
+    if alive and not (state.aborted or state.interrupted):
+        return "running", "running"
+    if state.aborted:
+        reason = last.get("reason") if last.get("type") == "run_aborted" else None
+        return "aborted", f"aborted: {reason}" if reason else "aborted by policy"
+    if state.interrupted:
+        signal = last.get("signal") if last.get("type") == "interrupted" else None
+        return "interrupted", f"interrupted by {signal}" if signal else "interrupted"
+    return "crashed", "crashed (its process is gone; --resume continues it)"
+
+
 def summarize(run: RunDir) -> dict[str, Any]:
     """The status of one run as a JSON-ready dict."""
     state = replay(run.journal)
@@ -70,21 +95,13 @@ def summarize(run: RunDir) -> dict[str, Any]:
     counts = state.counts()
     pending = sum(1 for key in planned if state.needs_run(key))
     alive = pid_alive(state.writer_pid)
-    if state.finished:
-        phase = "finished"
-    elif alive and not (state.aborted or state.interrupted):
-        phase = "running"
-    elif state.aborted:
-        phase = "aborted"
-    elif state.interrupted:
-        phase = "interrupted"
-    else:
-        phase = "crashed (its process is gone)"
+    phase, detail = _phase(state, alive)
     last = state.last_event or {}
     return {
         "run_id": run.run_id,
         "run_dir": str(run.root),
         "state": phase,
+        "state_detail": detail,
         "pid": state.writer_pid,
         "process_alive": alive,
         "total": len(planned),
@@ -107,14 +124,16 @@ def show_status(target: Path | None, *, as_json: bool, out: Output) -> int:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(info["counts"].items())) or "none yet"
     last = info["last_event"]
     out.line(
-        f"run {info['run_id']}: {info['state']}"
+        f"run {info['run_id']}: {info['state_detail']}"
         + (f" (pid {info['pid']})" if info["process_alive"] else "")
     )
     out.line(f"  directory: {info['run_dir']}")
     out.line(f"  progress:  {info['done']}/{info['total']} done, {info['pending']} pending")
     out.line(f"  records:   {counts}; restarts {info['restarts']}")
-    if info["in_flight"]:
+    if info["in_flight"] and info["state"] == "running":
         out.line(f"  running:   {', '.join(info['in_flight'])}")
+    elif info["in_flight"]:  # the process is gone: these were cut short
+        out.line(f"  was running: {', '.join(info['in_flight'])} (will run again on --resume)")
     if last:
         out.line(f"  last event: {last.get('type')} at {last.get('ts')}")
     for defect in info["journal_defects"]:

@@ -342,6 +342,9 @@ class ContainerManager:
         if not refresh and service in self._ids:
             return self._ids[service]
         result = self._run(self.project.ps_ids(service), timeout=self.timeouts.command_s)
+        if self.dry_run:  # the lookup is printed like every command; the id is not known
+            self._ids[service] = f"<id of the {service} container>"
+            return self._ids[service]
         ids = [line.strip() for line in result.stdout.splitlines() if line.strip()]
         if not ids:
             self._ids.pop(service, None)
@@ -482,10 +485,9 @@ class ContainerManager:
 
         The probe runs before every experiment, so this is a quarter of an experiment's
         overhead. The id is looked up once per container (start and teardown forget it); a
-        dry run, or a service without a container, prints/uses the compose form.
+        dry run prints the lookup and a placeholder id; a service without a container uses the
+        compose form.
         """
-        if self.dry_run:
-            return self.project.exec(service, argv)
         cid = self.container_id(service)
         if cid is None:
             return self.project.exec(service, argv)
@@ -528,7 +530,7 @@ def teardown_by_label(
     docker: Sequence[str] | None = None,
     timeout: float = 120.0,
 ) -> list[str]:
-    """Remove the containers labelled ``llem.run=<run_id>`` and/or of ``project`` (both: AND).
+    """Remove llem's containers labelled ``llem.run=<run_id>`` and/or of ``project`` (both: AND).
 
     With ``project`` its networks go too. This is what ``llem down`` runs; it needs no compose
     file, so it works when the run's files are gone or compose's state is off. Returns the ids
@@ -541,9 +543,9 @@ def teardown_by_label(
     # Both given: containers carrying both labels (docker ANDs label filters). A run id is a
     # timestamp, unique only within its campaign, so the project keeps another campaign's run
     # started in the same second out of the sweep.
-    filters: list[str] = []
-    if run_id is not None:
-        filters += ["--filter", f"label={RUN_LABEL}={run_id}"]
+    # Only containers llem started (they all carry llem.run): a container the user made by
+    # hand in the same project is not llem's to remove.
+    filters: list[str] = ["--filter", f"label={RUN_LABEL}" + (f"={run_id}" if run_id else "")]
     if project is not None:
         filters += ["--filter", f"label={PROJECT_LABEL}={project}"]
     ids: list[str] = []

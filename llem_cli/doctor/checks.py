@@ -1,7 +1,10 @@
 """Each check is one function returning a :class:`Check`; the command only lists them.
 
 Checks never raise for an expected problem: a missing docker, a dead daemon, no
-GPU are answers, not crashes. Every subprocess is an argv with a timeout.
+GPU, an invalid campaign are answers, not crashes. Every subprocess is an argv
+with a timeout. A check's ``scope`` says what a failure is about: the machine
+(``environment``, exit 3) or the campaign file and its compose files (``campaign``,
+exit 2).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from llem_cli.docker.proc import Result, SubprocessRunner
 from llem_cli.errors import LlemError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+ENVIRONMENT, CAMPAIGN = "environment", "campaign"
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Check:
     status: str
     detail: str
     fix: str | None = None
+    scope: str = ENVIRONMENT
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -140,12 +145,27 @@ def check_host_gpus() -> tuple[Check, dict[str, Any]]:
 
 
 def check_campaign(path: Path, compose: ComposeCLI | None) -> list[Check]:
-    """For a campaign: each backend's image present locally, and whether it reserves GPUs."""
+    """For a campaign: valid, its compose files accepted by Compose, each backend's service
+    there, its image present locally, and whether it reserves GPUs."""
     from llem_cli.campaign.load import load_campaign
     from llem_cli.docker.compose import ComposeProject
+    from llem_cli.errors import CampaignInvalid
 
-    loaded = load_campaign(path)
-    checks = [Check("campaign", OK, f"{path}: valid")]
+    try:
+        loaded = load_campaign(path)
+    except CampaignInvalid as exc:
+        errors = [line for line in exc.problems if ": warning: " not in line] or [exc.message]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return [
+            Check(
+                "campaign",
+                FAIL,
+                f"invalid: {errors[0]}{more}",
+                f"llem validate {path} lists every problem",
+                scope=CAMPAIGN,
+            )
+        ]
+    checks = [Check("campaign", OK, f"{path}: valid", scope=CAMPAIGN)]
     if compose is None:
         return checks
     project = ComposeProject(
@@ -161,6 +181,7 @@ def check_campaign(path: Path, compose: ComposeCLI | None) -> list[Check]:
                 FAIL,
                 f"docker compose config failed: {tail}",
                 "fix the compose file (docker compose config shows the error)",
+                scope=CAMPAIGN,
             ),
         ]
     services = json.loads(result.stdout).get("services", {})
@@ -173,7 +194,8 @@ def check_campaign(path: Path, compose: ComposeCLI | None) -> list[Check]:
                     f"backend {name}",
                     FAIL,
                     f"service '{service}' not in the compose file",
-                    "add it, or set backends.<name>.service",
+                    f"add it, or set backends.{name}.service",
+                    scope=CAMPAIGN,
                 )
             )
             continue
@@ -199,11 +221,12 @@ def _gpu_reservation_check(backend: str, spec: dict[str, Any]) -> Check:
     ) or []
     gpu = [d for d in devices if "gpu" in (d.get("capabilities") or [])]
     if gpu or spec.get("gpus") or spec.get("runtime") == "nvidia":
-        return Check(f"backend {backend} GPUs", OK, "the service reserves GPUs")
+        return Check(f"backend {backend} GPUs", OK, "the service reserves GPUs", scope=CAMPAIGN)
     return Check(
         f"backend {backend} GPUs",
         WARN,
         "the service reserves no GPU: nvidia-smi inside it will fail",
         "add deploy.resources.reservations.devices: [{driver: nvidia, count: all, "
         "capabilities: [gpu, utility]}]",
+        scope=CAMPAIGN,
     )

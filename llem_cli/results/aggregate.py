@@ -17,6 +17,10 @@ from llem_cli.stats import Summary, summarize
 
 QUANTITIES = ("duration_s", "energy_j", "net_energy_j", "avg_power_w", "max_temp_c")
 
+#: record fields ``--group-by`` accepts besides the params (a param of the same name wins,
+#: except ``backend``, which is always the record's)
+RECORD_AXES = ("backend", "service", "config_id", "cycle")
+
 
 @dataclass
 class GroupStats:
@@ -33,9 +37,28 @@ def group_key(record: Record, axes: Sequence[str] | None) -> tuple[tuple[str, An
         return (("backend", record.backend), *sorted(record.params.items()))
     values = []
     for axis in axes:
-        value = record.backend if axis == "backend" else record.params.get(axis)
+        if axis == "backend":
+            value = record.backend
+        elif axis in record.params or axis not in RECORD_AXES:
+            value = record.params.get(axis)
+        else:
+            value = getattr(record, axis)
         values.append((axis, value))
     return tuple(values)
+
+
+def group_axes(records: Iterable[Record]) -> list[str]:
+    """The names ``--group-by`` accepts for these records: record fields, then param names."""
+    names = list(RECORD_AXES)
+    for record in records:
+        names.extend(name for name in record.params if name not in names)
+    return names
+
+
+def unknown_axes(records: Sequence[Record], axes: Sequence[str]) -> list[str]:
+    """The ``axes`` that name neither a record field nor a param of any record."""
+    valid = set(group_axes(records))
+    return [axis for axis in axes if axis not in valid]
 
 
 def _number(value: Any) -> float | None:

@@ -34,6 +34,11 @@ def _energy_per(run: RunDir) -> list[str]:
 
 def load_run_records(path: Path) -> RunRecords:
     """Records of the run directory at ``path``, or of a campaign file's newest run."""
+    if not path.exists():
+        raise UsageProblem(
+            f"{path}: no such run directory or campaign file",
+            hint="give <results>/<name>/<run_id> (see 'llem status') or a campaign file",
+        )
     if path.is_file():
         from llem_cli.commands.status import resolve_target
 

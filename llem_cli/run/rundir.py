@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from llem_cli.run.journal import JOURNAL_NAME, fsync_dir, replay
 
@@ -165,8 +166,8 @@ def is_unfinished(run: RunDir) -> bool:
     return state.started and not state.finished
 
 
-def _first_event_type(journal: Path, limit: int = 1 << 20) -> str | None:
-    """Type of the journal's first event, read from its first line only."""
+def _first_event(journal: Path, limit: int = 1 << 20) -> dict[str, Any] | None:
+    """The journal's first event, read from its first line only (None if unreadable)."""
     try:
         with open(journal, "rb") as f:
             line = f.readline(limit)
@@ -176,16 +177,35 @@ def _first_event_type(journal: Path, limit: int = 1 << 20) -> str | None:
         event = json.loads(line)
     except ValueError:
         return None
-    return event.get("type") if isinstance(event, dict) else None
+    return event if isinstance(event, dict) else None
+
+
+def _first_event_type(journal: Path) -> str | None:
+    """Type of the journal's first event."""
+    event = _first_event(journal)
+    return event.get("type") if event else None
+
+
+def campaign_of_run(run: RunDir) -> str | None:
+    """The campaign name the run was started for (its first ``run_started``), None if unknown."""
+    event = _first_event(run.journal)
+    name = event.get("campaign") if event and event.get("type") == "run_started" else None
+    return name if isinstance(name, str) else None
 
 
 def find_newest_unfinished(results_dir: Path | str, name: str) -> RunDir | None:
-    """The newest unfinished run of the campaign ``name``, or None (start a new one).
+    """The run ``--resume`` continues: the newest run of ``name``, if it is unfinished.
 
-    Finished runs are recognised from the journal's tail without replaying it,
-    so a results directory with many long runs is still scanned quickly.
+    An unfinished run older than a finished one was superseded: the user started over (a
+    plain ``llem run``) and that run finished, so resuming the old one would run again what
+    the newer run measured, and, if the campaign file changed since, refuse for ever. None
+    means "start a new run". Directories whose journal never got a ``run_started`` are not
+    runs (nothing was done in them) and are passed over. Finished runs are recognised from
+    the journal's tail without replaying it, so many long runs are still scanned quickly.
     """
     for run in reversed(list_runs(results_dir, name)):
+        if _last_event_type(run.journal) == "run_finished":
+            return None
         if is_unfinished(run):
             return run
     return None

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from llem_cli.campaign.load import LoadedCampaign
@@ -21,7 +22,7 @@ from llem_cli.docker.probe import ProbeResult
 from llem_cli.docker.proc import redact_text
 from llem_cli.docker.signals import SignalReceived
 from llem_cli.errors import RunAborted
-from llem_cli.plan import Experiment, pause_before
+from llem_cli.plan import Experiment, pause_before, pause_setting
 from llem_cli.run import decision as d
 from llem_cli.run.journal import Journal, Record, RunState
 from llem_cli.run.prune import to_prune
@@ -139,7 +140,8 @@ class CampaignLoop:
                 continue
             pause = pause_before(previous, experiment, self.campaign)
             if pause > 0:
-                self.emit({"type": "waiting", "seconds": pause, "why": "gap"})
+                setting = pause_setting(previous, experiment, self.campaign)
+                self.emit({"type": "waiting", "seconds": pause, "why": "gap", "setting": setting})
                 self.sleep(pause)
             previous = experiment
             self._run_one(experiment, index, total)
@@ -194,6 +196,7 @@ class CampaignLoop:
             thermal = self.telemetry.wait_until_cool(gpus)
             window = f"{experiment.key}#{attempt}"
             self.telemetry.begin(window, gpus)
+            exec_started, exec_t0 = datetime.now(timezone.utc), time.monotonic()
             try:
                 outcome = self.manager.exec(
                     service,
@@ -204,7 +207,11 @@ class CampaignLoop:
                     stderr_path=exp_dir / "stderr.log",
                 )
             except SignalReceived:
-                self._record_interrupted(experiment, attempt, restarts_before)
+                ran_s = time.monotonic() - exec_t0
+                record = record_interrupted(
+                    experiment, attempt, restarts_before, started_at=exec_started, duration_s=ran_s
+                )
+                self._finish(experiment, record)
                 raise
             finally:
                 measurement = self.telemetry.end(window)
@@ -355,9 +362,3 @@ class CampaignLoop:
         hit = to_prune(backend, params, configs.values(), self.campaign.execution.prune_on_oom)
         for config in hit:
             self.state.pruned.setdefault(config.config_id, f"pruned: {key} ran out of GPU memory")
-
-    def _record_interrupted(
-        self, experiment: Experiment, attempt: int, restarts_before: int
-    ) -> None:
-        record = record_interrupted(experiment, attempt, restarts_before)
-        self._finish(experiment, record)

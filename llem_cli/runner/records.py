@@ -8,7 +8,7 @@ import io
 import json
 import os
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +108,26 @@ def identity(experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def record_interrupted(experiment: Experiment, attempt: int, restarts_before: int) -> Record:
-    """The record of an experiment a signal stopped: not final, so a resume runs it again."""
+def record_interrupted(
+    experiment: Experiment,
+    attempt: int,
+    restarts_before: int,
+    *,
+    started_at: datetime,
+    duration_s: float,
+) -> Record:
+    """The record of an experiment a signal stopped: not final, so a resume runs it again.
+
+    Its start and how long it ran before the signal are known and recorded; the exit code and
+    every energy figure are not (the exec did not finish), so they stay null.
+    """
     return Record(
         **identity(experiment),
         status="interrupted",
         attempts=attempt,
+        started_at=iso(started_at),
+        ended_at=iso(started_at + timedelta(seconds=duration_s)),
+        duration_s=round(duration_s, 6),
         restarts_before=restarts_before,
         error="interrupted by a signal; runs again on --resume",
     )

@@ -71,7 +71,11 @@ def describe(event: dict[str, Any]) -> str | None:
             return None
         return f"probe {event['service']}: {event.get('detail') or event.get('status')}"
     if kind == "waiting":
-        return f"waiting {format_duration(event['seconds'])} ({event['why']})"
+        # ``setting``: the campaign setting that asked for the pause (``gap``, ``cycle_gap``),
+        # so the user knows which one to change; ``why`` is the older, vaguer field
+        return (
+            f"waiting {format_duration(event['seconds'])} ({event.get('setting') or event['why']})"
+        )
     if kind == "telemetry":
         return event.get("note")
     if kind == "thermal":
@@ -95,15 +99,36 @@ def describe(event: dict[str, Any]) -> str | None:
     return None
 
 
+#: events ``-q`` still shows: how the run ended, and whatever went wrong on the way
+_ALWAYS_SHOWN = frozenset({"run_finished", "run_aborted", "interrupted", "restart"})
+
+
+def needs_attention(event: dict[str, Any]) -> bool:
+    """Whether a quiet run (``llem -q run``, cron) still prints this event."""
+    kind = event["type"]
+    if kind in _ALWAYS_SHOWN:
+        return True
+    if kind in ("experiment_finished", "skipped", "pruned"):
+        return event["record"].get("status") != "ok"
+    if kind == "probe":
+        return event.get("status") != "ok"
+    return False
+
+
 class PlainReporter:
     """One timestamped line per event: fit for cron mail and log files."""
 
-    def __init__(self, stream: TextIO | None = None, *, verbose: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, verbose: bool = False, quiet: bool = False
+    ) -> None:
         self.stream: TextIO | None = stream or sys.stdout
         self.verbose = verbose
+        self.quiet = quiet
 
     def event(self, event: dict[str, Any]) -> None:
-        """Print the event's line, if it has one."""
+        """Print the event's line, if it has one (``quiet``: only what needs attention)."""
+        if self.quiet and not needs_attention(event):
+            return
         line = describe(event)
         if line is None and self.verbose and event["type"] == "probe":
             line = f"probe {event['service']}: ok, max memory {event.get('max_memory_used_pct')}%"

@@ -38,6 +38,7 @@ from llem_cli.run.lock import RunLock
 from llem_cli.run.rundir import (
     RunDir,
     atomic_write_text,
+    campaign_of_run,
     create_run_dir,
     find_newest_unfinished,
     planned_keys,
@@ -74,6 +75,14 @@ def select_run_dir(loaded: LoadedCampaign, request: RunRequest) -> tuple[RunDir,
             raise UsageProblem(
                 f"{request.resume_dir}: not a run directory (no journal.jsonl)",
                 hint="give a directory under <results>/<name>/, or --resume alone",
+            )
+        started_for = campaign_of_run(run)
+        if started_for is not None and started_for != name:
+            # its lock is another project's and its records another campaign's: resuming it
+            # would mix two campaigns in one journal, unguarded against the owner's own resume
+            raise UsageProblem(
+                f"{request.resume_dir}: a run of campaign '{started_for}', not '{name}'",
+                hint=f"resume it with that campaign's file, or give a run under {results / name}",
             )
         return run, True
     if request.resume:
@@ -127,8 +136,10 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
     try:
         lock.acquire()
     except BaseException:
-        if not resumed:
+        if not resumed:  # a refused run leaves nothing: not its directory, nor an empty <name>/
             shutil.rmtree(run.root, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                run.root.parent.rmdir()
         raise
     try:
         return _execute_locked(loaded, experiments, run, resumed, compose, reporter)
