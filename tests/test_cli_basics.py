@@ -191,8 +191,8 @@ def test_python_dash_m_version() -> None:
 
 def test_console_script_help() -> None:
     binary = Path(sys.executable).parent / "llem"
-    if not binary.exists():
-        pytest.skip("the llem console script is not installed next to this python")
+    # make venv installs the package (pip install -e), which puts the script there
+    assert binary.exists(), f"no llem console script at {binary}: run pip install -e ."
     proc = _run(str(binary), "--help")
     assert proc.returncode == 0
     assert proc.stdout.startswith("Usage: llem ")
