@@ -1,8 +1,9 @@
 """Shared test setup: the ``docker`` marker rule and real compose projects in temporary folders.
 
 Tests marked ``docker`` skip only when no engine is reachable and ``LLEM_REQUIRE_DOCKER`` is unset;
-with it set (``.ci/run`` sets it) a missing engine fails them. ``scripts/engine.sh`` starts an
-engine and builds the test image ``llem-test-busybox:latest``.
+with it set (``.ci/run`` sets it) a missing engine fails them. Any other "cannot be staged
+here" goes through :func:`skip_unless_possible`, which follows the same rule.
+``scripts/engine.sh`` starts an engine and builds the test image ``llem-test-busybox:latest``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -60,6 +62,17 @@ def image_problem() -> str | None:
 def docker_required() -> bool:
     """True when docker tests must run (CI): ``LLEM_REQUIRE_DOCKER`` set and not empty/0."""
     return os.environ.get("LLEM_REQUIRE_DOCKER", "") not in ("", "0")
+
+
+def skip_unless_possible(reason: str) -> NoReturn:
+    """Skip a test this host cannot stage, but fail it where tests must run (CI).
+
+    With ``LLEM_REQUIRE_DOCKER`` set (CI: root, gcc, an engine) nothing may be silently dropped,
+    so what would be a skip elsewhere is a failure there, naming the reason.
+    """
+    if docker_required():
+        pytest.fail(f"LLEM_REQUIRE_DOCKER is set but {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,9 @@ MINIMAL = {
 
 
 def write(tmp_path: Path, text: str, name: str = "campaign.yaml") -> Path:
-    (tmp_path / "compose.yml").write_text("services:\n  pytorch: {image: busybox}\n  vllm: {image: busybox}\n")
+    (tmp_path / "compose.yml").write_text(
+        "services:\n  pytorch: {image: busybox}\n  vllm: {image: busybox}\n"
+    )
     path = tmp_path / name
     path.write_text(text)
     return path

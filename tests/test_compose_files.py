@@ -239,7 +239,10 @@ def test_bench_report_from_a_fake_generator(bench: ModuleType) -> None:
 
 
 def test_bench_main_writes_the_json_report(
-    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bench: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "exp" / "result.json"
     monkeypatch.setattr(bench, "load_generator", lambda args: (lambda n: n * 3, {"device": "x"}))
@@ -247,8 +250,13 @@ def test_bench_main_writes_the_json_report(
                        "--output-len", "3", "--out", str(out)])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
-    assert report["tokens"] == 18
-    assert report["tokens_per_s"] > 0 and report["latency_s"] >= 0
+    assert report["tokens"] == 18 and report["batches"] == 3  # 6 prompts in batches of 2
+    # the rates come from the timed window (real clock here: relations, not values)
+    assert report["tokens_per_s"] == pytest.approx(18 / report["elapsed_s"])
+    assert isinstance(report["latency_s"], float)  # a mean of timed batches, not None
+    assert report["latency_p50_s"] <= report["latency_max_s"] <= report["elapsed_s"]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {k: report[k] for k in ("tokens", "tokens_per_s", "latency_s")}
     assert report["device"] == "x" and report["model"] == "fake"
     assert [p.name for p in out.parent.iterdir()] == ["result.json"]  # no temporary left
 

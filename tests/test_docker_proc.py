@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -47,10 +46,10 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     # the grandchild (sleep) is what a compose plugin would be under `docker`
     script = f"sleep 60 & echo $! > {pidfile}; wait"
-    t0 = time.monotonic()
     res = RUN.run(["sh", "-c", script], timeout=1, check=False)
     assert res.timed_out and not res.ok
-    assert time.monotonic() - t0 < 10
+    # killed by the runner (SIGKILL to the group), not waited for: `wait` would have exited 0
+    assert res.returncode == -signal.SIGKILL
     grandchild = int(pidfile.read_text())
     time.sleep(0.2)
     assert not _alive(grandchild)
@@ -177,14 +176,21 @@ def test_deferred_absorb_keeps_the_first_exception() -> None:
 
 
 def test_handle_signals_off_main_thread_is_a_no_op() -> None:
+    before = signal.getsignal(signal.SIGTERM)
     seen: list[object] = []
+    errors: list[BaseException] = []
 
     def body() -> None:
-        with handle_signals():
-            seen.append(signal.getsignal(signal.SIGTERM))
+        try:
+            with handle_signals():
+                seen.append(signal.getsignal(signal.SIGTERM))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread below
+            errors.append(exc)
 
     t = threading.Thread(target=body)
     t.start()
     t.join()
-    assert seen == [signal.SIG_DFL] or seen == [signal.getsignal(signal.SIGTERM)]
-    assert sys.exc_info() == (None, None, None)
+    if errors:  # e.g. ValueError: signal only works in main thread of the main interpreter
+        raise errors[0]
+    assert seen == [before]  # the block ran, with the main thread's handler left in place
+    assert signal.getsignal(signal.SIGTERM) is before

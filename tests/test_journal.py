@@ -293,20 +293,19 @@ def test_writer_pid_is_the_last_writers(path):
     assert replay(path).writer_pid == 22
 
 
-def test_large_journal_replays_fast(path):
-    # A loose guard only (CI machines vary); bench/bench_journal.py measures properly.
-    import time
-
+def test_large_journal_replays_every_record(path):
+    # behaviour only: bench/bench_journal.py measures replay time and memory
     line = json.dumps(
         {"type": "experiment_finished", "ts": utc_now_iso(), "pid": 1, "record": rec().to_json()}
     )
     with open(path, "w") as f:
         for i in range(20_000):
             f.write(line.replace("abc123-c1", f"k{i}-c1") + "\n")
-    start = time.perf_counter()
     state = replay(path)
-    assert len(state.records) == 20_000
-    assert time.perf_counter() - start < 2.0
+    assert len(state.records) == 20_000 and state.events == 20_000
+    assert state.defects == []
+    assert state.counts() == {"ok": 20_000}
+    assert state.records["k19999-c1"].status == "ok"
 
 
 def test_probe_lines_count_and_a_final_probe_is_the_last_event(path):
@@ -332,6 +331,8 @@ def test_slim_replay_keeps_status_per_key_and_gpu_oom_records_in_full(path):
     full, slim = replay(path), replay(path, slim=True)
     assert slim.records["a-c1"] == Settled("a-c1", "ok")
     assert slim.records["b-c1"] == full.records["b-c1"]  # pruning reads its params
+    # a-c1 ok, b-c1 gpu_oom, c-c1 interrupted; d-c1 only started, so no record
+    assert full.counts() == {"ok": 1, "gpu_oom": 1, "interrupted": 1}
     assert slim.counts() == full.counts()
     keys = ["a-c1", "b-c1", "c-c1", "d-c1", "e-c1"]
     assert slim.pending(keys) == full.pending(keys) == ["c-c1", "d-c1", "e-c1"]

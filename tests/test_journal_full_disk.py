@@ -8,12 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import skip_unless_possible
 
 from llem_cli.run.journal import Journal, replay
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_event_that_does_not_fit_is_cut_back_entirely(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        skip_unless_possible("mounting a tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)

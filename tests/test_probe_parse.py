@@ -77,32 +77,65 @@ def test_bad_rows_raise(text: str) -> None:
 HEALTHY = "0, GPU-a, 1024, 81559, 35, 0, 70.5\n"
 
 
+NOT_RUNNABLE = "the probe command is not runnable in the container"
+
+
 @pytest.mark.parametrize(
-    ("code", "stdout", "status"),
+    ("code", "stdout", "status", "message"),
     [
-        (0, HEALTHY, "ok"),
+        (0, HEALTHY, "ok", "1 GPU(s) ok"),
         (
             9,
             "NVIDIA-SMI has failed because it couldn't communicate with the driver.",
             "driver_not_loaded",
+            "NVIDIA driver not loaded (nvidia-smi exit 9): "
+            "NVIDIA-SMI has failed because it couldn't communicate with the driver.",
         ),
-        (12, "NVML Shared Library Not Found", "nvml_missing"),
-        (15, "Unknown Error", "gpu_lost"),
-        (0, "Unable to determine the device handle for GPU0000:3B:00.0: GPU is lost.", "gpu_lost"),
-        (2, 'Field "power.draw" is not a valid field to query.', "invalid_field"),
-        (126, "", "not_runnable"),
-        (127, "", "not_runnable"),
-        (1, "boom", "failed"),
-        (0, "garbage here", "unparseable"),
-        (0, "", "unparseable"),
+        (
+            12,
+            "NVML Shared Library Not Found",
+            "nvml_missing",
+            "NVML shared library not found (nvidia-smi exit 12): NVML Shared Library Not Found",
+        ),
+        (
+            15,
+            "Unknown Error",
+            "gpu_lost",
+            "a GPU is lost (nvidia-smi exit 15); reboot the host to recover it: Unknown Error",
+        ),
+        (
+            0,
+            "Unable to determine the device handle for GPU0000:3B:00.0: GPU is lost.",
+            "gpu_lost",
+            "a GPU is lost (nvidia-smi exit 15); reboot the host to recover it: "
+            "Unable to determine the device handle for GPU0000:3B:00.0: GPU is lost.",
+        ),
+        (
+            2,
+            'Field "power.draw" is not a valid field to query.',
+            "invalid_field",
+            "nvidia-smi rejects the query fields (exit 2): "
+            'Field "power.draw" is not a valid field to query.',
+        ),
+        (126, "", "not_runnable", NOT_RUNNABLE),
+        (127, "", "not_runnable", NOT_RUNNABLE),
+        (1, "boom", "failed", "the probe failed: boom"),
+        (
+            0,
+            "garbage here",
+            "unparseable",
+            "the probe's output is not the expected CSV: "
+            "line 1: 1 values, expected 7: 'garbage here'",
+        ),
+        (0, "", "unparseable", "the probe's output is not the expected CSV: no GPU rows"),
     ],
 )
-def test_interpret_exit_codes(code: int, stdout: str, status: str) -> None:
+def test_interpret_exit_codes(code: int, stdout: str, status: str, message: str) -> None:
     found = interpret(code, stdout)
     assert found.status == status
     assert found.exit_code == code
+    assert found.message() == message
     if status != "ok":
-        assert found.message().startswith(found.message().split(":")[0])
         assert not found.gpus
 
 

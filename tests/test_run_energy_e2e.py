@@ -143,6 +143,7 @@ def test_thermal_wait_that_times_out_is_flagged_and_the_run_goes_on(
     done = llem_run(campaign, stub_env(nvml_stub_dir, state, tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     recs, _ = records(campaign)
+    assert len(recs) == 2  # secs 0.6 and 1.2, one cycle
     for rec in recs:
         assert rec["status"] == "ok"
         assert rec["measurement"]["thermal"]["timed_out"] is True
@@ -164,6 +165,7 @@ def test_counter_not_supported_falls_back_to_sampled_power(
     done = llem_run(campaign, stub_env(nvml_stub_dir, state, tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     recs, _ = records(campaign)
+    assert len(recs) == 2  # secs 0.6 and 1.2, one cycle
     for rec in recs:
         detail = rec["measurement"]
         assert detail["method"] == "power_sampling"
@@ -180,6 +182,8 @@ def test_no_gpu_records_null_never_zero_and_says_so_once(no_nvml_dir: Path, tmp_
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("no host GPU measurement") == 1
     recs, events = records(campaign)
+    assert len(recs) == 2  # secs 0.6 and 1.2, one cycle
+    assert [rec["status"] for rec in recs] == ["ok", "ok"]
     for rec in recs:
         for field in ("energy_j", "avg_power_w", "idle_power_w", "net_energy_j", "max_temp_c"):
             assert rec[field] is None, field

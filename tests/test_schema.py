@@ -213,6 +213,7 @@ def test_the_hand_check_catches_mistakes(schema: dict[str, Any], edit: Any, prob
 
 def test_jsonschema_agrees_when_installed(schema: dict[str, Any]) -> None:
     import jsonschema  # a dev dependency (setup.cfg): never skipped
+
     jsonschema.validate(yaml.safe_load(DESIGN_EXAMPLE), schema)
 
 
@@ -269,6 +270,7 @@ def test_jsonschema_command_items_agree_with_validate(
     schema: dict[str, Any], where: str, item: object, ok: bool
 ) -> None:
     import jsonschema  # a dev dependency (setup.cfg): never skipped
+
     data = _with_item(item, where)
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(data))
     assert (not errors) is ok, [e.message for e in errors]

@@ -2,10 +2,11 @@
 
 The dynamic loader reads LD_LIBRARY_PATH once, when a process starts, and pynvml
 keeps the library it loaded for the life of the process. So each check runs in a
-fresh Python subprocess whose environment points at the stub's directory (or at an
-empty one, for "no driver") and at a state file the test controls. The script given
-to :func:`run_stub_script` runs with ``set_state(**updates)`` and ``STATE`` in scope
-and must assign a JSON-serialisable ``result``; it comes back as the return value.
+fresh Python subprocess whose environment points at the stub's directory (or at one
+through which no library loads, for "no driver") and at a state file the test controls.
+The script given to :func:`run_stub_script` runs with ``set_state(**updates)`` and
+``STATE`` in scope and must assign a JSON-serialisable ``result``; it comes back as the
+return value.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import skip_unless_possible
 
-from nvml_stub.build import build_stub
+from nvml_stub.build import LIBRARY_NAME, build_stub
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOT_SUPPORTED = 3
@@ -112,7 +114,7 @@ def run_stub_script(script: str, lib_dir: Path, state_file: Path, timeout: float
 
 
 def system_has_nvml() -> bool:
-    """Whether a real libnvidia-ml is installed (then 'library absent' cannot be staged)."""
+    """Whether a real libnvidia-ml is installed (then it must be hidden to stage 'absent')."""
     return ctypes.util.find_library("nvidia-ml") is not None
 
 
@@ -136,11 +138,47 @@ def stub(nvml_stub_dir: Path, tmp_path: Path) -> Stub:
     return s
 
 
+def nvml_loads_through(lib_dir: Path) -> bool:
+    """Whether pynvml's own load, ``CDLL("libnvidia-ml.so.1")``, succeeds with this search path.
+
+    Runs in a fresh process: the loader reads LD_LIBRARY_PATH when a process starts.
+    """
+    env = dict(os.environ, LD_LIBRARY_PATH=str(lib_dir))
+    code = (
+        "import ctypes, sys\n"
+        "try:\n"
+        f"    ctypes.CDLL({LIBRARY_NAME!r})\n"
+        "except OSError:\n"
+        "    sys.exit(0)\n"
+        "print('loaded')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"library check failed (exit {proc.returncode}):\n{proc.stderr}")
+    return proc.stdout.strip() == "loaded"
+
+
 @pytest.fixture
 def no_nvml_dir(tmp_path: Path) -> Path:
-    """An empty library directory: pynvml finds no libnvidia-ml.so.1 there."""
-    if system_has_nvml():
-        pytest.skip("a real libnvidia-ml is installed here; 'no driver' cannot be staged")
+    """A library directory through which pynvml's ``CDLL("libnvidia-ml.so.1")`` finds nothing.
+
+    On a host without a driver it is simply empty. On one with a real libnvidia-ml (the GPU
+    box), the loader would go on to ld.so.cache and find it, so the directory holds a
+    ``libnvidia-ml.so.1`` that is not an ELF file: glibc stops the search at the first file of
+    that name in LD_LIBRARY_PATH and dlopen fails ("invalid ELF header"), which pynvml reports
+    as NVML_ERROR_LIBRARY_NOT_FOUND, exactly as for a missing library. Checked before use.
+    """
     empty = tmp_path / "no_nvml"
     empty.mkdir()
+    if system_has_nvml():
+        (empty / LIBRARY_NAME).write_text("not a library: hides the host's libnvidia-ml\n" * 4)
+    if nvml_loads_through(empty):
+        skip_unless_possible(f"{LIBRARY_NAME} still loads past {empty}; 'no driver' not staged")
     return empty
