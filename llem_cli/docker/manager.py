@@ -45,7 +45,7 @@ from llem_cli.docker.outcome import (
     classify,
 )
 from llem_cli.docker.override import OVERRIDE_NAME, RUN_LABEL, RUN_MOUNT, write_override
-from llem_cli.docker.proc import CommandFailed, Result, Runner, SubprocessRunner
+from llem_cli.docker.proc import CommandFailed, Result, Runner, SubprocessRunner, last_line
 from llem_cli.docker.signals import deferred
 from llem_cli.errors import EnvironmentProblem, LlemError
 
@@ -168,7 +168,9 @@ class ContainerManager:
         deadline = time.monotonic() + self.timeouts.up_s
         result = self._run(argv, timeout=self.timeouts.up_s)
         if not result.ok and _CONFLICT.search(result.stderr):
-            log.warning("compose up hit a name conflict; retrying once: %s", result.stderr_tail)
+            log.warning(
+                "compose up hit a name conflict; retrying once: %s", last_line(result.stderr)
+            )
             time.sleep(self.timeouts.conflict_pause_s)
             result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()))
         for _ in range(_DIED_DURING_UP_RETRIES):
@@ -177,7 +179,10 @@ class ContainerManager:
             # command dies again and still ends as StartFailed
             if result.ok or not _DIED_DURING_UP.search(result.stderr):
                 break
-            log.warning("container died while starting; starting it again: %s", result.stderr_tail)
+            # one line: the whole tail comes with the StartFailed if it dies again
+            log.warning(
+                "container died while starting; starting it again: %s", last_line(result.stderr)
+            )
             self._remove(service)
             time.sleep(self.timeouts.conflict_pause_s)
             result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()))

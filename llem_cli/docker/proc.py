@@ -94,7 +94,7 @@ class CommandFailed(LlemError):
         self.timed_out = timed_out
         what = "timed out" if timed_out else f"exited {returncode}"
         message = f"command {what}: {shlex.join(self.argv)}"
-        last = _last_line(self.stderr_tail)
+        last = last_line(self.stderr_tail)
         if last:
             message += f": {last}"
         super().__init__(message)
@@ -110,7 +110,8 @@ class CommandFailed(LlemError):
         return "\n".join(lines)
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last non-blank line of a command's output (one-line messages quote it)."""
     for line in reversed(text.strip().splitlines()):
         if line.strip():
             return line.strip()
