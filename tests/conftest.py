@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from e2e_support import E2ECampaign, campaign_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COMPOSE_DIR = FIXTURES / "compose"
@@ -154,3 +155,15 @@ def make_manager(run_spec: RunSpec) -> Iterator[Callable[..., object]]:
                 mgr.__exit__(None, None, None)
             except Exception as exc:  # noqa: BLE001
                 print(f"teardown failed: {exc}")
+
+
+@pytest.fixture
+def campaign(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[E2ECampaign]:
+    """An end-to-end campaign folder (tests/e2e_support.py) named after the test; whatever
+    llem or the test left (containers, runs) is removed afterwards. A test file may define
+    its own ``campaign`` fixture for something else (test_cli_basics does)."""
+    made = campaign_for(tmp_path, request.node.name)
+    try:
+        yield made
+    finally:
+        made.cleanup()

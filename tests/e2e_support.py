@@ -343,3 +343,41 @@ def iter_files(root: Path) -> Iterator[Path]:
     for path in root.rglob("*"):
         if path.is_file():
             yield path
+
+
+# ---- what the e2e test files share --------------------------------------------------------------
+
+
+def campaign_for(base: Path, test_name: str, suffix: str = "") -> E2ECampaign:
+    """A campaign named after the test (readable in ``docker ps``), unique all the same."""
+    label = re.sub(r"[^a-z0-9]+", "-", test_name.removeprefix("test_").lower())[:20]
+    return new_campaign(base, label.strip("-") + suffix)
+
+
+def plan(c: E2ECampaign) -> list[dict[str, Any]]:
+    """``llem plan --json`` of the campaign."""
+    done = c.llem("plan", c.file, "--json")
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+def key_where(c: E2ECampaign, **params: Any) -> str:
+    """The key (cycle 1) of the configuration with these params, from ``llem plan --json``."""
+    for item in plan(c):
+        values = {**item["params"], "backend": item["backend"]}
+        if item["cycle"] == 1 and all(values.get(k) == v for k, v in params.items()):
+            return str(item["key"])
+    raise AssertionError(f"no experiment with {params}")
+
+
+def status_json(c: E2ECampaign, target: Path) -> dict[str, Any]:
+    """``llem status TARGET --json``."""
+    done = c.llem("status", target, "--json")
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def no_traceback(*texts: str) -> None:
+    """An expected failure never prints a Python traceback (DESIGN.md)."""
+    for text in texts:
+        assert "Traceback" not in text, text

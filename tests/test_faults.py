@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import skip_unless_possible
-from e2e_support import E2ECampaign, new_campaign, of_type, ok_finishes, plan_keys
+from e2e_support import E2ECampaign, of_type, ok_finishes, plan_keys
 
 from llem_cli.cli import cli
 from llem_cli.docker.outcome import ExecOutcome
@@ -285,13 +285,6 @@ def test_daemon_loss_unsettles_a_not_runnable_and_the_skips_it_caused(tmp_path: 
 
 
 # ---- real runs ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def campaign(tmp_path: Path) -> Iterator[E2ECampaign]:
-    made = new_campaign(tmp_path, "faults")
-    yield made
-    made.cleanup()
 
 
 @pytest.mark.docker

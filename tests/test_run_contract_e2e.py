@@ -17,20 +17,21 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from e2e_support import (
     E2ECampaign,
     assert_no_containers,
+    campaign_for,
     containers,
     events,
     kill9,
-    new_campaign,
     of_type,
     ok_finishes,
+    plan,
     plan_keys,
     records,
+    status_json,
     wait_exit,
     wait_for,
 )
@@ -68,25 +69,10 @@ RECORD_FIELDS = (
 PROBLEM = re.compile(r"^.+:\d+:\d+: \S.*$")
 
 
-def _campaign(base: Path, request: pytest.FixtureRequest, suffix: str = "") -> E2ECampaign:
-    label = re.sub(r"[^a-z0-9]+", "-", request.node.name.removeprefix("test_").lower())[:20]
-    return new_campaign(base, label.strip("-") + suffix)
-
-
-@pytest.fixture
-def campaign(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[E2ECampaign]:
-    """A fresh campaign folder; whatever llem or the test left is removed afterwards."""
-    made = _campaign(tmp_path, request)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
 @pytest.fixture
 def other(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[E2ECampaign]:
     """A second campaign beside ``campaign``: same base, hence the same lock directory."""
-    made = _campaign(tmp_path, request, "-b")
+    made = campaign_for(tmp_path, request.node.name, "-b")
     try:
         yield made
     finally:
@@ -104,18 +90,6 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, f"expected one error line, got {lines!r} (stdout {done.stdout!r})"
     assert lines[0].startswith("llem: error: "), lines
     return lines[0]
-
-
-def plan(c: E2ECampaign) -> list[dict[str, Any]]:
-    done = c.llem("plan", c.file, "--json")
-    assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout))
-
-
-def status_json(c: E2ECampaign, target: Path) -> dict[str, Any]:
-    done = c.llem("status", target, "--json")
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout))
 
 
 def project_containers(c: E2ECampaign) -> set[str]:

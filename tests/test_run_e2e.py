@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import time
@@ -28,15 +27,19 @@ from e2e_support import (
     containers,
     events,
     iter_files,
+    key_where,
     kill9,
     new_campaign,
+    no_traceback,
     of_type,
     ok_finishes,
+    plan,
     plan_keys,
     records,
     remove_containers,
     service_container,
     smi_line,
+    status_json,
     wait_exit,
     wait_for,
 )
@@ -49,43 +52,6 @@ SLEEP_ONCE = (
     'if [ {step} = "%s" ] && [ ! -f {experiment_dir}/sleeping ]; then '
     "touch {experiment_dir}/sleeping; sleep $((29 + 1)); fi"
 )
-
-
-@pytest.fixture
-def campaign(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[E2ECampaign]:
-    """A fresh campaign folder; whatever llem or the test left is removed afterwards."""
-    label = re.sub(r"[^a-z0-9]+", "-", request.node.name.removeprefix("test_").lower())[:24]
-    made = new_campaign(tmp_path, label.strip("-"))
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
-def key_where(c: E2ECampaign, **params: Any) -> str:
-    """The key (cycle 1) of the configuration with these params, from ``llem plan --json``."""
-    for item in plan(c):
-        values = {**item["params"], "backend": item["backend"]}
-        if item["cycle"] == 1 and all(values.get(k) == v for k, v in params.items()):
-            return str(item["key"])
-    raise AssertionError(f"no experiment with {params}")
-
-
-def plan(c: E2ECampaign) -> list[dict[str, Any]]:
-    done = c.llem("plan", c.file, "--json")
-    assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout))
-
-
-def status_json(c: E2ECampaign, target: Path) -> dict[str, Any]:
-    done = c.llem("status", target, "--json")
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout))
-
-
-def no_traceback(*texts: str) -> None:
-    for text in texts:
-        assert "Traceback" not in text, text
 
 
 # ---- 1. a clean run, and a run with a failure ---------------------------------------------------

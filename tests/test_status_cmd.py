@@ -11,13 +11,12 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from e2e_support import E2ECampaign, kill9, new_campaign, wait_for
+from e2e_support import E2ECampaign, kill9, wait_for
 
 from llem_cli.cli import cli
 from llem_cli.commands.status import STATES
@@ -122,15 +121,6 @@ def test_every_state_is_a_known_word(
 
 
 # ---- a real llem killed with kill -9 ------------------------------------------------------------
-
-
-@pytest.fixture
-def campaign(tmp_path: Path) -> Iterator[E2ECampaign]:
-    made = new_campaign(tmp_path, "status-kill9")
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 @pytest.mark.docker
