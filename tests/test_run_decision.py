@@ -97,6 +97,15 @@ TABLE = [
         False,
         False,
     ),
+    ("before-probe-timeout", S(probe=Probe(error="timeout")), R, True, False),
+    (
+        "before-probe-timeout-after-restart",
+        S(probe=Probe(error="timeout"), used=1, after=True),
+        R,
+        True,
+        False,
+    ),
+    ("before-probe-timeout-spent", S(probe=Probe(error="timeout"), used=3), AB, False, False),
     ("before-nvml-missing", S(probe=Probe(error="nvml_missing")), C, False, False),
     ("before-probe-failed", S(probe=Probe(error="failed")), C, False, False),
     ("before-daemon-gone", S(probe=HEALTHY, daemon=False), AB, False, False),
@@ -169,7 +178,8 @@ def test_table_covers_every_outcome_and_probe_error():
     assert outcomes == OUTCOMES | {None}
     errors = {row[1].probe.error for row in TABLE if row[1].probe is not None}
     assert errors == {None, "gpu_lost", "driver_not_loaded", "nvml_missing", "failed"} | {
-        "container_died"
+        "container_died",
+        "timeout",
     }
 
 

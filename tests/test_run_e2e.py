@@ -595,6 +595,30 @@ def test_dry_run_touches_nothing_and_no_secret_is_written(campaign: E2ECampaign)
     assert_no_containers(c, run.name)
 
 
+def test_hung_probe_times_out_and_restarts_the_container(campaign: E2ECampaign) -> None:
+    c = campaign
+    # the first experiment makes the stand-in nvidia-smi hang (sleep 300 before answering)
+    hang = "if [ {step} = 1 ]; then echo 300 > /llem/run/fake-smi.sleep; fi"
+    c.write(
+        {"app": {"command": ["sh", "-c", hang]}},
+        grid={"step": [1, 2]},
+        health={"probe_timeout": "1s"},
+    )
+    proc = c.start("run", c.file, "--no-progress")
+    run = c.wait_run_dir()
+    restarts = wait_for(lambda: of_type(run, "restart"), 60, "a restart after the hung probe")
+    (run / "fake-smi.sleep").unlink()  # the GPU "recovers" while the container restarts
+    assert wait_exit(proc, 120) == 0
+    assert "timed out" in restarts[0]["reason"], restarts[0]
+    recs = records(run)
+    assert [recs[k]["status"] for k in plan_keys(run)] == ["ok", "ok"]
+    second = recs[key_where(c, step=2)]
+    assert second["restarts_before"] >= 1  # it ran after the restart, not through a hung probe
+    out, err = c.output()
+    no_traceback(out, err)
+    assert_no_containers(c, run.name)
+
+
 # ---- 9. llem down -------------------------------------------------------------------------------
 
 

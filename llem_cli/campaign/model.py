@@ -113,6 +113,11 @@ class Health(_Strict):
     max_memory_used_pct: float = Field(90.0, gt=0, le=100)
     max_restarts: int = Field(3, ge=0, le=1000)
     restart_backoff: Duration = 5.0
+    probe_timeout: Duration = Field(
+        60.0,
+        gt=0,
+        description="a probe that has not answered by then counts as a hung GPU: restart",
+    )
 
 
 class Results(_Strict):

@@ -384,6 +384,7 @@ health:
   probe: nvidia-smi        # GPU memory check inside the container before each experiment
   max_memory_used_pct: 90  # above it, llem restarts the container first
   max_restarts: 3
+  # probe_timeout: 60s     # an nvidia-smi hung this long means a wedged GPU: restart
 
 results: results           # runs go to results/{name}/<run_id>/
 """

@@ -22,7 +22,7 @@ OUTCOMES = frozenset(
 
 #: Probe error kinds; None is a probe that worked.
 PROBE_ERRORS = frozenset(
-    {None, "gpu_lost", "driver_not_loaded", "nvml_missing", "failed", "container_died"}
+    {None, "gpu_lost", "driver_not_loaded", "nvml_missing", "failed", "container_died", "timeout"}
 )
 
 #: Outcomes after which the container is suspect, so it is restarted and the
@@ -166,6 +166,14 @@ def _before(situation: Situation) -> Decision:
         return _restart(situation, Action.RESTART_THEN_CONTINUE, "probe: NVIDIA driver not loaded")
     if probe.error == "container_died":
         return _restart(situation, Action.RESTART_THEN_CONTINUE, "probe: container is not running")
+    if probe.error == "timeout":
+        # an nvidia-smi that does not answer is the sign of a wedged GPU or driver: an
+        # experiment started now would likely hang as well, and cost its whole timeout
+        return _restart(
+            situation,
+            Action.RESTART_THEN_CONTINUE,
+            "probe: nvidia-smi timed out (health.probe_timeout); GPU or driver hung?",
+        )
     if probe.error is not None:
         # nvml_missing / failed: the probe cannot see the GPU, but the experiment
         # may still run (a CPU backend, a probe-less image); blocking every

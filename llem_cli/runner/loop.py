@@ -37,7 +37,7 @@ from llem_cli.runner.records import (
 from llem_cli.runner.telemetry import HostTelemetry, record_fields
 
 #: Probe statuses the decision knows by name; any other failed probe is "failed".
-_PROBE_ERRORS = {"driver_not_loaded", "nvml_missing", "gpu_lost", "container_died"}
+_PROBE_ERRORS = {"driver_not_loaded", "nvml_missing", "gpu_lost", "container_died", "timeout"}
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -299,9 +299,9 @@ class CampaignLoop:
             after_restart = True
 
     def _probe(self, service: str) -> ProbeResult:
-        probe = self.campaign.health.probe
-        argv = None if probe == "nvidia-smi" else list(probe)
-        return self.manager.probe(service, argv)
+        health = self.campaign.health
+        argv = None if health.probe == "nvidia-smi" else list(health.probe)
+        return self.manager.probe(service, argv, timeout_s=health.probe_timeout)
 
     # ---- containers -----------------------------------------------------------------------------
 
