@@ -451,3 +451,21 @@ def test_dry_run_shows_no_secret_from_the_campaign_or_the_environment(
     assert not (c.root / "results").exists()  # no run directory
     assert not (Path(c.env["LLEM_LOCK_DIR"]) / f"{c.project}.lock").exists()
     assert_no_containers(c)
+
+
+def _strict(constant: str) -> None:
+    raise ValueError(f"not JSON: {constant}")
+
+
+def test_run_json_is_strict_json_even_when_result_json_holds_nan(campaign: E2ECampaign) -> None:
+    c = campaign
+    # Python's json module reads NaN / Infinity; strict parsers (jq, JavaScript) do not
+    write_nan = 'echo "{\\"tokens\\": NaN, \\"lat\\": Infinity}" > {experiment_dir}/result.json'
+    c.write({"app": {"command": ["sh", "-c", write_nan]}}, grid={"n": [1]})
+    done = c.llem("run", c.file, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    events = [json.loads(line, parse_constant=_strict) for line in lines]
+    (finished,) = [e for e in events if e["type"] == "experiment_finished"]
+    assert finished["record"]["metrics"] == {"tokens": None, "lat": None}
+    assert_no_containers(c)

@@ -189,3 +189,57 @@ def test_no_gpu_records_null_never_zero_and_says_so_once(no_nvml_dir: Path, tmp_
             assert rec[field] is None, field
         assert rec["measurement"]["reasons"]["energy_j"]
     assert sum(e["type"] == "telemetry" for e in events) == 1
+
+
+@pytest.mark.docker
+def test_timed_out_experiment_carries_no_energy_of_the_restart(
+    nvml_stub_dir: Path, tmp_path: Path
+) -> None:
+    """A timed-out exec's window runs on through the container restart: not its energy."""
+    name = f"energy-to-{uuid.uuid4().hex[:6]}"
+    (tmp_path / "compose.yml").write_text(COMPOSE)
+    campaign = tmp_path / "campaign.yaml"
+    campaign.write_text(
+        f"""name: {name}
+compose: compose.yml
+backends:
+  bench:
+    command: [sh, -c, "sleep {{secs}}"]
+grid:
+  secs: [0.2, 30]
+execution:
+  timeout: 1s
+  retries: 0
+health:
+  every: 0
+  restart_backoff: 0
+"""
+    )
+    state = tmp_path / "nvml_state"
+    state.write_text(
+        f"count=1\nt0={time.time()}\ngpu0.energy_rate_mw=200000\ngpu0.power_mw=200000\n"
+    )
+    try:
+        done = llem_run(campaign, stub_env(nvml_stub_dir, state, tmp_path))
+        assert done.returncode == 1, done.stdout + done.stderr
+        recs, _ = records(campaign)
+        assert len(recs) == 2
+        by_secs = {rec["params"]["secs"]: rec for rec in recs}
+        ok, cut = by_secs[0.2], by_secs[30]
+        assert ok["status"] == "ok" and ok["energy_j"] == pytest.approx(
+            200.0 * ok["measurement"]["window_s"], rel=0.1
+        )
+        assert cut["status"] == "timeout"
+        for field in ("energy_j", "avg_power_w", "net_energy_j", "max_temp_c"):
+            assert cut[field] is None, (field, cut)
+        detail = cut["measurement"]
+        assert "window_includes_restart" in detail["flags"]
+        assert "restart" in detail["reasons"]["energy_j"]
+        assert detail["counter_energy_j"] is None and detail["sampled_energy_j"] is None
+        assert detail["window_s"] > cut["duration_s"]  # the window did run on past the exec
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "llem_cli", "down", str(campaign)],
+            capture_output=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert left_containers(f"llem-{name}") == []

@@ -57,11 +57,41 @@ def check_campaign(
         return expansion, out.problems
     _check_placeholders(campaign, expansion, out)
     _check_prune_axes(campaign, expansion, out)
+    _warn_number_like_text(out)
     used = {config.backend for config in expansion.configs}
     for name in campaign.backends:
         if name not in used:
             out.warn(("backends", name), "has no configuration: it will never run", of_key=True)
     return expansion, out.problems
+
+
+_PARAM_SECTIONS = ("grid", "per_backend", "experiments", "exclude")
+
+
+def _warn_number_like_text(out: _Collector) -> None:
+    """``lr: [1e-5]`` is the text "1e-5" to YAML 1.1 (PyYAML): a surprise worth a warning.
+
+    It still works as a placeholder (the command gets ``1e-5``), but ``1e-5`` and ``0.00001``
+    are then two configurations, and ``results --group-by`` sorts the value as text.
+    """
+    for path in sorted(out.doc.number_like_text, key=str):
+        if path and path[0] in _PARAM_SECTIONS:
+            text = doc_value(out.doc, path)
+            out.warn(
+                path,
+                f"{text} is read as text, not a number (YAML 1.1 wants a dot and a signed "
+                f"exponent: write {_with_dot(str(text))}, or quote it to keep it as text)",
+            )
+
+
+def _with_dot(text: str) -> str:
+    """The YAML 1.1 float spelling of ``text``: a dot in the mantissa, a sign on the exponent."""
+    mantissa, _, exponent = text.lower().partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent[:1] not in ("+", "-"):
+        exponent = "+" + exponent
+    return f"{mantissa}e{exponent}"
 
 
 def _check_compose_files(campaign: Campaign, base_dir: Path, out: _Collector) -> None:

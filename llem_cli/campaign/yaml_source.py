@@ -8,6 +8,7 @@ error path can be turned into a line and column.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ class SourceDoc:
     data: Any
     value_pos: dict[PathKey, Position] = field(default_factory=dict)
     key_pos: dict[PathKey, Position] = field(default_factory=dict)
+    #: unquoted values like ``1e-5`` that YAML 1.1 (PyYAML) reads as text, not as a number
+    number_like_text: set[PathKey] = field(default_factory=set)
 
     def position(self, path: PathKey, *, of_key: bool = False) -> Position:
         """Where ``path`` (or its nearest known ancestor) stands in the file."""
@@ -133,6 +136,11 @@ def load_source(text: str) -> SourceDoc:
     return doc
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+#: a number in exponent form that YAML 1.1's float rule misses (it needs a dot: 1.0e-5)
+_EXPONENT_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _build(
     loader: yaml.SafeLoader,
     node: yaml.Node,
@@ -173,6 +181,8 @@ def _build(
             _build(loader, item, (*path, i), doc, active, budget)
             for i, item in enumerate(node.value)
         ]
+    if node.style is None and node.tag == _STR_TAG and _EXPONENT_NUMBER.match(node.value):
+        doc.number_like_text.add(path)
     try:
         return loader.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as exc:

@@ -132,8 +132,13 @@ def _secret_values(env: Mapping[str, str] | None) -> list[str]:
 
 def redact_text(text: str, env: Mapping[str, str] | None = None) -> str:
     """``text`` with every secret value (see :func:`redact_argv`) replaced by ``***``."""
-    for value in _secret_values(env):
-        text = text.replace(value, REDACTED)
+    return _replace_secrets(text, _secret_values(env))
+
+
+def _replace_secrets(text: str, secrets: Sequence[str]) -> str:
+    for value in secrets:
+        if value in text:
+            text = text.replace(value, REDACTED)
     return text
 
 
@@ -159,7 +164,8 @@ def redact_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tu
             out.append("--env=" + _redact_assignment(arg[len("--env=") :]))
             continue
         out.append(arg)
-    return tuple(redact_text(arg, env) for arg in out)
+    secrets = _secret_values(env)  # once per argv: scanning the environment is the cost
+    return tuple(_replace_secrets(arg, secrets) for arg in out)
 
 
 def _redact_assignment(item: str) -> str:

@@ -178,14 +178,14 @@ class _Box:
     value: Any
 
 
-def _finite(value: Any) -> Any:
+def finite_only(value: Any) -> Any:
     """``value`` with NaN and infinities replaced by None: strict JSON has no NaN."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_only(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite_only(v) for v in value]
     return value
 
 
@@ -194,7 +194,7 @@ def _encode(event: dict[str, Any]) -> bytes:
     try:
         text = json.dumps(event, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError:
-        text = json.dumps(_finite(event), ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(finite_only(event), ensure_ascii=False, separators=(",", ":"))
     return text.encode() + b"\n"
 
 

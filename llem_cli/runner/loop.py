@@ -34,7 +34,7 @@ from llem_cli.runner.records import (
     record_not_run,
     set_aside_stale_result,
 )
-from llem_cli.runner.telemetry import HostTelemetry, record_fields
+from llem_cli.runner.telemetry import HostTelemetry, record_fields, without_window_figures
 
 #: Probe statuses the decision knows by name; any other failed probe is "failed".
 _PROBE_ERRORS = {"driver_not_loaded", "nvml_missing", "gpu_lost", "container_died", "timeout"}
@@ -238,13 +238,21 @@ class CampaignLoop:
                 attempt += 1
                 after_restart = True
                 continue
+            measured = record_fields(measurement, thermal)
+            if outcome.restarted and measurement is not None:
+                # the window ran on through the restart that killed the timed-out process
+                measured = without_window_figures(
+                    measured,
+                    "the window includes the container restart after the timeout",
+                    "window_includes_restart",
+                )
             record = record_from_outcome(
                 experiment,
                 outcome,
                 attempts=attempt,
                 restarts_before=restarts_before,
                 experiment_dir=exp_dir,
-                measured=record_fields(measurement, thermal),
+                measured=measured,
                 secret_env=self.campaign.backends[experiment.config.backend].env,
             )
             self._finish(experiment, record)

@@ -46,12 +46,24 @@ def set_aside_stale_result(experiment_dir: Path) -> Path | None:
     return target
 
 
+#: the largest ``result.json`` merged into a record: every record is copied into the journal
+#: and results.csv and read back by every status/results/resume, so a benchmark that dumps its
+#: per-request samples there (tens of MB) would make each of those slow and large
+MAX_RESULT_BYTES = 1 << 20
+
+
 def read_metrics(experiment_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The experiment's own ``result.json`` (a JSON object), or None and why not."""
     path = experiment_dir / RESULT_FILE
     if not path.exists():
         return None, None
     try:
+        size = path.stat().st_size
+        if size > MAX_RESULT_BYTES:
+            return None, (
+                f"result.json not merged: {size} bytes > {MAX_RESULT_BYTES} "
+                "(keep summary metrics there; it stays in the experiment directory)"
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         return None, f"result.json unreadable: {exc}"

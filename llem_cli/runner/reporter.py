@@ -13,6 +13,7 @@ import time
 from typing import Any, Protocol, TextIO
 
 from llem_cli.durations import format_duration
+from llem_cli.run.journal import finite_only
 
 
 class Reporter(Protocol):
@@ -149,7 +150,9 @@ class JsonReporter:
 
     def event(self, event: dict[str, Any]) -> None:
         """Print the event as one JSON line."""
-        _safe_write(self, json.dumps(event, default=str) + "\n")
+        # strict JSON for the scripts reading it: a result.json's NaN/Infinity become null,
+        # as in the journal (json.dumps would write the non-standard NaN / Infinity)
+        _safe_write(self, json.dumps(finite_only(event), default=str, allow_nan=False) + "\n")
 
     def close(self) -> None:
         """Nothing to stop."""

@@ -147,5 +147,33 @@ def record_fields(measurement: Measurement | None, thermal: ThermalWait | None) 
     return fields
 
 
+#: the record's figures that describe the experiment's window (the idle baseline does not)
+_WINDOW_FIELDS = ("energy_j", "avg_power_w", "net_energy_j", "max_temp_c")
+_WINDOW_DETAIL = ("counter_energy_j", "sampled_energy_j")
+
+
+def without_window_figures(fields: dict[str, Any], why: str, flag: str) -> dict[str, Any]:
+    """``fields`` with the window's figures null, the reason recorded and a flag raised.
+
+    For a window that measured something else besides the experiment (a container restart
+    inside a timed-out exec): its numbers are real, but not the experiment's, and a record
+    must not carry a number that was not measured for it.
+    """
+    detail = dict(fields.get("measurement") or {})
+    reasons = dict(detail.get("reasons") or {})
+    for name in _WINDOW_FIELDS:
+        if fields.get(name) is not None:
+            reasons[name] = why
+        fields[name] = None
+    for name in _WINDOW_DETAIL:
+        if detail.get(name) is not None:
+            reasons[name] = why
+            detail[name] = None
+    detail["reasons"] = reasons
+    detail["flags"] = [*detail.get("flags", []), flag]
+    fields["measurement"] = detail
+    return fields
+
+
 def _round(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(value, digits)
