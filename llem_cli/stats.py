@@ -6,7 +6,10 @@ function (continued fraction, as in Numerical Recipes §6.4) and bisection.
 
 Every function takes a sequence of floats that may hold ``None`` (a quantity that was
 not measured); ``None`` values are ignored and :class:`Summary` reports how many were
-used (``n``) and left out (``n_missing``). Units are those of the input.
+used (``n``) and left out (``n_missing``). A value that is no finite float (NaN, an
+infinity, an int too large for a float) counts as missing too. A statistic that would
+overflow a float (values near 1e308) is ``None``, never an infinity or a crash. Units are
+those of the input.
 """
 
 from __future__ import annotations
@@ -24,24 +27,53 @@ DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
 
 
+def _finite(value: float | None) -> float | None:
+    """``value`` as a float if it is a number that is a finite float, else None (never raises)."""
+    if not isinstance(value, int | float):
+        return None
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond 1.8e308
+        return None
+    return x if math.isfinite(x) else None
+
+
 def present(values: Iterable[float | None]) -> list[float]:
-    """The values that are not None (and not NaN), as floats."""
-    return [float(v) for v in values if v is not None and not math.isnan(v)]
+    """The values that are finite numbers, as floats (None, NaN, infinities left out)."""
+    return [x for x in map(_finite, values) if x is not None]
+
+
+def _fsum(xs: Iterable[float]) -> float | None:
+    """``math.fsum``, or None where the sum overflows a float."""
+    try:
+        return _finite(math.fsum(xs))
+    except (OverflowError, ValueError):  # ValueError: inf - inf, should one slip in
+        return None
+
+
+def _mean_of(xs: Sequence[float]) -> float | None:
+    total = _fsum(xs)
+    return None if total is None or not xs else _finite(total / len(xs))
+
+
+def _std_of(xs: Sequence[float]) -> float | None:
+    """Sample standard deviation of finite ``xs`` (len >= 2), None where it overflows."""
+    m = _mean_of(xs)
+    if m is None:
+        return None
+    squares = _fsum((x - m) * (x - m) for x in xs)  # a float product overflows to inf
+    return None if squares is None else _finite(math.sqrt(squares / (len(xs) - 1)))
 
 
 def mean(values: Iterable[float | None]) -> float | None:
-    """Arithmetic mean of the present values; None when there are none."""
-    xs = present(values)
-    return math.fsum(xs) / len(xs) if xs else None
+    """Arithmetic mean of the present values; None when there are none or it overflows."""
+    return _mean_of(present(values))
 
 
 def sample_std(values: Iterable[float | None]) -> float | None:
-    """Sample standard deviation (n - 1 in the denominator); None below two values."""
+    """Sample standard deviation (n - 1 in the denominator); None below 2 values or on overflow."""
     xs = present(values)
-    if len(xs) < 2:
-        return None
-    m = math.fsum(xs) / len(xs)
-    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    return _std_of(xs) if len(xs) >= 2 else None
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -125,14 +157,17 @@ def t_quantile(p: float, df: float) -> float:
 def t_interval(
     values: Iterable[float | None], level: float = DEFAULT_LEVEL
 ) -> tuple[float, float] | None:
-    """Student t confidence interval for the mean: mean ± t * s / sqrt(n); None below n = 2."""
+    """Student t confidence interval for the mean: mean ± t * s / sqrt(n); None below n = 2
+    or where a bound overflows a float."""
     xs = present(values)
     if len(xs) < 2:
         return None
-    m = math.fsum(xs) / len(xs)
-    s = math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    m, s = _mean_of(xs), _std_of(xs)
+    if m is None or s is None:
+        return None
     half = t_quantile(0.5 + level / 2.0, len(xs) - 1) * s / math.sqrt(len(xs))
-    return m - half, m + half
+    low, high = _finite(m - half), _finite(m + half)
+    return None if low is None or high is None else (low, high)
 
 
 def _percentile(sorted_xs: Sequence[float], q: float) -> float:
@@ -150,18 +185,27 @@ def bootstrap_interval(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval for the mean; None below two values.
+    """Percentile bootstrap interval for the mean; None below two values or on overflow.
 
     The fixed ``seed`` makes ``llem results`` print the same interval every time.
     """
     xs = present(values)
     if len(xs) < 2:
         return None
+    if _mean_of(xs) is None:  # the sum overflows: so would the resamples' sums
+        return None
     rng = random.Random(seed)
     n = len(xs)
-    means = sorted(math.fsum(rng.choices(xs, k=n)) / n for _ in range(resamples))
+    means = []
+    for _ in range(resamples):
+        resampled = _mean_of(rng.choices(xs, k=n))
+        if resampled is None:
+            return None
+        means.append(resampled)
+    means.sort()
     alpha = (1.0 - level) / 2.0
-    return _percentile(means, alpha), _percentile(means, 1.0 - alpha)
+    low, high = _finite(_percentile(means, alpha)), _finite(_percentile(means, 1.0 - alpha))
+    return None if low is None or high is None else (low, high)
 
 
 @dataclass(frozen=True)

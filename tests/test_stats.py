@@ -135,3 +135,27 @@ def test_summarize_chooses_t_below_ten_and_bootstrap_from_ten():
     )
     one = summarize([4.2])
     assert (one.mean, one.std, one.ci) == (4.2, None, None)
+
+
+def test_values_that_are_no_finite_float_count_as_missing():
+    summary = summarize([10**400, float("inf"), float("-inf"), 2.0, 4.0])
+    assert (summary.n, summary.n_missing, summary.mean) == (2, 3, 3.0)
+    assert mean([10**400]) is None
+    assert sample_std([10**400, 1.0, 3.0]) == pytest.approx(math.sqrt(2))
+
+
+def test_statistics_that_would_overflow_are_none():
+    assert mean([1e308, 1e308]) is None  # the sum overflows
+    assert sample_std([1e308, 1e308]) is None
+    assert sample_std([1.5e154, -1.5e154]) is None  # the squares overflow
+    assert sample_std([1e308, -1e308]) is None  # x - mean overflows
+    assert t_interval([1e308, 1e308]) is None
+    assert t_interval([1.5e154, -1.5e154]) is None  # the std overflows
+    assert bootstrap_interval([1e308] * 12) is None
+    assert bootstrap_interval([1e308, -1e308] * 6) is None  # some resamples overflow
+    huge = summarize([1e308] * 12)
+    assert (huge.n, huge.n_missing) == (12, 0)
+    assert (huge.mean, huge.std, huge.ci, huge.ci_method) == (None, None, None, None)
+    # just below overflow, the statistics are still numbers
+    assert mean([8e307, 8e307]) == 8e307
+    assert t_interval([8e307, 8e307]) == (8e307, 8e307)

@@ -30,6 +30,30 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def _label_value(value: Any) -> str:
+    """A group's value as the campaign wrote it: ``true``, ``1``, ``1.0``, ``null``.
+
+    A string prints bare, but quoted where bare it would read as another value
+    (``"true"`` beside ``true``, ``"8"`` beside ``8``).
+    """
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+        return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _csv_value(value: Any) -> Any:
+    """A cell: numbers and strings as they are, anything else (bool, dict, list) as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return json.dumps(value, default=str)
+
+
 def show_results(
     run_dir: Path,
     *,
@@ -72,7 +96,7 @@ def _rows_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
     return buffer.getvalue()
 
 
@@ -80,21 +104,26 @@ def _table(run_id: str, groups: list[GroupStats], n_records: int, out: Output) -
     from rich.table import Table
 
     table = Table(title=f"run {run_id}: {n_records} records, mean and 95 % CI over ok experiments")
-    widest = max((len(f"{k}={v}") for g in groups for k, v in g.label.items()), default=5)
+    labels = ["\n".join(f"{k}={_label_value(v)}" for k, v in g.label.items()) for g in groups]
+    widest = max((len(line) for label in labels for line in label.splitlines()), default=5)
     table.add_column("group", min_width=min(widest, 30), overflow="fold")
     table.add_column("quantity", no_wrap=True)
     table.add_column("n", justify="right")
     table.add_column("mean", justify="right", no_wrap=True)
     table.add_column("95 % CI (method)")
-    for group in groups:
-        label = "\n".join(f"{k}={v}" for k, v in group.label.items())
+    for group, label in zip(groups, labels, strict=True):
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(group.statuses.items()))
         first = True
         for name, summary in group.quantities.items():
             if summary.n == 0 and name not in _ALWAYS_SHOWN:
                 continue
             ci = summary.ci
-            mean = _fmt(summary.mean) if summary.n else "not measured"
+            if summary.n == 0:  # stats use only ok records: say which case this is
+                mean = "not measured" if group.statuses.get("ok") else "no ok experiment"
+            elif summary.mean is None:  # values were there, but their sum overflows a float
+                mean = "too large"
+            else:
+                mean = _fmt(summary.mean)
             table.add_row(
                 f"{label}\n({statuses})" if first else "",
                 name,

@@ -7,6 +7,7 @@ read as 0. Student t intervals, bootstrap (fixed seed) where n >= 10.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +32,27 @@ class GroupStats:
     quantities: dict[str, Summary] = field(default_factory=dict)
 
 
-def group_key(record: Record, axes: Sequence[str] | None) -> tuple[tuple[str, Any], ...]:
-    """The group a record belongs to: its backend and params, or the chosen axes."""
+def _value_key(value: Any) -> str:
+    """A value as its canonical JSON text: ``true``, ``1`` and ``1.0`` stay apart.
+
+    Python's ``True == 1 == 1.0`` would pool them, though a grid ``[1, true, 1.0]`` makes
+    three configurations (``make_config_id`` hashes the same JSON text).
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+def group_key(record: Record, axes: Sequence[str] | None) -> tuple[str, ...]:
+    """The group a record belongs to: its configuration (``config_id``), or the chosen axes."""
     if not axes:
-        return (("backend", record.backend), *sorted(record.params.items()))
-    values = []
+        return ("config_id", record.config_id)
+    return tuple(_value_key(value) for _, value in group_label(record, axes).items())
+
+
+def group_label(record: Record, axes: Sequence[str] | None) -> dict[str, Any]:
+    """What a group is called: backend and params, or the chosen axes, values as written."""
+    if not axes:
+        return {"backend": record.backend, **dict(sorted(record.params.items()))}
+    label: dict[str, Any] = {}
     for axis in axes:
         if axis == "backend":
             value = record.backend
@@ -43,8 +60,8 @@ def group_key(record: Record, axes: Sequence[str] | None) -> tuple[tuple[str, An
             value = record.params.get(axis)
         else:
             value = getattr(record, axis)
-        values.append((axis, value))
-    return tuple(values)
+        label[axis] = value
+    return label
 
 
 def group_axes(records: Iterable[Record]) -> list[str]:
@@ -62,9 +79,24 @@ def unknown_axes(records: Sequence[Record], axes: Sequence[str]) -> list[str]:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """``value`` as a finite float, or None: not a number (a bool is not), NaN, infinite, or
+    an int too large for a float (one such record must not sink the whole report)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    """``numerator / denominator`` as a finite float; None if either is no number, or 0."""
+    top, bottom = _number(numerator), _number(denominator)
+    if top is None or not bottom:
+        return None
+    quotient = top / bottom
+    return quotient if math.isfinite(quotient) else None
 
 
 def _count_metric(per: Sequence[str], records: Iterable[Record]) -> list[str]:
@@ -81,24 +113,21 @@ def aggregate(
     records: Sequence[Record], axes: Sequence[str] | None = None, per: Sequence[str] = ()
 ) -> list[GroupStats]:
     """Statistics per group, groups in the order their first record appears."""
-    groups: dict[tuple[tuple[str, Any], ...], list[Record]] = {}
+    groups: dict[tuple[str, ...], list[Record]] = {}
     for record in records:
         groups.setdefault(group_key(record, axes), []).append(record)
     per_metrics = _count_metric(per, records)
     out = []
-    for key, members in groups.items():
+    for members in groups.values():
         statuses: dict[str, int] = {}
         for record in members:
             statuses[record.status] = statuses.get(record.status, 0) + 1
         ok = [r for r in members if r.status == "ok"]
-        stats = GroupStats(dict(key), statuses)
+        stats = GroupStats(group_label(members[0], axes), statuses)
         for name in QUANTITIES:
             stats.quantities[name] = summarize([_number(getattr(r, name)) for r in ok])
         for metric in per_metrics:
-            ratios = []
-            for r in ok:
-                count = _number((r.metrics or {}).get(metric))
-                ratios.append(r.energy_j / count if r.energy_j is not None and count else None)
+            ratios = [_ratio(r.energy_j, (r.metrics or {}).get(metric)) for r in ok]
             stats.quantities[f"energy_per_{metric}_j"] = summarize(ratios)
         metric_names: list[str] = []
         for r in ok:
