@@ -90,9 +90,11 @@ class Measurement:
     joules, ``avg_power_w``/``idle_power_w`` watts, ``max_temp_c`` degrees Celsius.
 
     ``energy_j`` is None unless every GPU of the window has a value (a partial sum
-    would understate). ``method`` is ``counter`` when every GPU used the counter,
-    ``power_sampling`` when at least one integrated sampled power (the less exact
-    method decides), None when there is no energy. ``net_energy_j`` is
+    would understate); so is ``max_temp_c``, and a GPU's temperature counts only when
+    its readings span :data:`MIN_SAMPLE_COVERAGE` of the window (as sampled power
+    must). ``method`` is ``counter`` when every GPU used the counter, ``power_sampling``
+    when at least one integrated sampled power (the less exact method decides), None
+    when there is no energy. ``net_energy_j`` is
     ``energy_j - idle_power_w * duration_s``. ``flags`` are short machine-readable
     tags (``short_window``, ``methods_disagree``, ``counter_reset``, ``counter_stalled``,
     ``foreign_processes``, ``thermal_throttled``, ``below_idle``, ``gpu_lost``,
@@ -541,13 +543,14 @@ class EnergyMonitor:
             gpu.avg_power_w = gpu.energy_j / duration
         else:
             gpu.reasons["avg_power_w"] = gpu.reasons.get("energy_j", "zero-length window")
-        temps = [s.temp_c[index] for s in samples if index in s.temp_c]
-        if temps:
-            gpu.max_temp_c = max(temps)
-        else:
-            gpu.reasons["max_temp_c"] = self._caps.why_not.get(
-                (index, "temperature"), "temperature: no samples"
-            )
+        gpu.max_temp_c, temp_why = _max_temp(
+            [(s.t, s.temp_c[index]) for s in samples if index in s.temp_c],
+            window.t_begin,
+            window.t_begin + duration,
+            self._caps.why_not.get((index, "temperature")),
+        )
+        if gpu.max_temp_c is None:
+            gpu.reasons["max_temp_c"] = temp_why
         bits = 0
         for s in samples:
             bits |= s.events.get(index, 0)
@@ -622,6 +625,28 @@ def _integrate(
     return energy, ""
 
 
+def _max_temp(
+    points: list[tuple[float, int]], t_begin: float, t_end: float, why_stopped: str | None
+) -> tuple[int | None, str]:
+    """Highest of ``(t seconds, temperature C)`` points, or None and why.
+
+    The same coverage rule as :func:`_integrate`: readings that stop early (a lost GPU,
+    a call that began failing) say nothing about the rest of the window, so the maximum
+    counts only when they span :data:`MIN_SAMPLE_COVERAGE` of it. ``why_stopped`` is
+    why temperature is no longer read on this GPU, if it is not.
+    """
+    if not points:
+        return None, why_stopped or "temperature: no samples"
+    span = points[-1][0] - points[0][0]
+    duration = t_end - t_begin
+    if duration > 0 and span < MIN_SAMPLE_COVERAGE * duration:
+        why = f"temperature: samples cover {span:.3f} s of the {duration:.3f} s window"
+        if why_stopped:
+            why += f" ({why_stopped.removeprefix(_LABEL['temperature']).strip()})"
+        return None, why
+    return max(t for _, t in points), ""
+
+
 def _disagree(counter_j: float, sampled_j: float) -> bool:
     """Whether the two energies differ by more than :data:`DISAGREEMENT_TOLERANCE`."""
     return abs(counter_j - sampled_j) > DISAGREEMENT_TOLERANCE * counter_j
@@ -632,6 +657,8 @@ def _combine(result: Measurement) -> None:
     gpus = list(result.per_gpu.values())
 
     def total(name: str) -> tuple[float | None, str | None]:
+        if not gpus:  # a sum over no GPU is not a measured 0 J
+            return None, "no GPU in the window"
         values = [getattr(g, name) for g in gpus]
         if all(v is not None for v in values):
             return sum(values), None
@@ -654,19 +681,17 @@ def _combine(result: Measurement) -> None:
             result.avg_power_w = result.energy_j / result.duration_s
     if result.avg_power_w is None:
         result.reasons["avg_power_w"] = result.reasons.get("energy_j", "zero-length window")
-    temps = [g.max_temp_c for g in gpus if g.max_temp_c is not None]
-    if temps:
+    # Like energy: a maximum over some GPUs only would understate the window's.
+    temps = [g.max_temp_c for g in gpus]
+    if not gpus:
+        result.reasons["max_temp_c"] = "no GPU in the window"
+    elif all(t is not None for t in temps):
         result.max_temp_c = max(temps)
-        for g in gpus:
-            if g.max_temp_c is None:
-                result.warnings.append(
-                    f"GPU {g.index}: temperature not available "
-                    f"({g.reasons.get('max_temp_c', 'not measured')})"
-                )
     else:
-        result.reasons["max_temp_c"] = (
-            "; ".join(f"GPU {g.index}: {g.reasons.get('max_temp_c', 'not measured')}" for g in gpus)
-            or "no GPU in the window"
+        result.reasons["max_temp_c"] = "; ".join(
+            f"GPU {g.index}: {g.reasons.get('max_temp_c', 'not measured')}"
+            for g in gpus
+            if g.max_temp_c is None
         )
     seen: list[str] = []
     for g in gpus:
