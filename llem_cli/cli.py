@@ -109,6 +109,7 @@ def plan(file: Path, as_json: bool, limit: int) -> None:
 @click.option(
     "--resume",
     "resume_dir",
+    envvar="LLEM_RUN_RESUME",
     is_flag=False,
     flag_value=".",
     default=None,
@@ -235,6 +236,7 @@ def down(target: Path) -> None:
 @click.option(
     "--format",
     "fmt",
+    envvar="LLEM_RESULTS_FORMAT",
     type=click.Choice(["table", "csv", "json"]),
     default="table",
     show_default=True,
@@ -250,6 +252,7 @@ def down(target: Path) -> None:
 @click.option(
     "--stats",
     "stats_only",
+    envvar="LLEM_RESULTS_STATS",
     is_flag=True,
     help="With csv/json: the per-group statistics instead of the records.",
 )
@@ -311,6 +314,7 @@ def doctor(campaign: Path | None, as_json: bool) -> None:
     "-b",
     "--backend",
     "backends",
+    envvar="LLEM_INIT_BACKEND",
     multiple=True,
     type=click.Choice(["pytorch", "vllm", "tensorrt", "sglang"]),
     help="An engine to include (repeatable; default: pytorch).",
@@ -324,6 +328,7 @@ def doctor(campaign: Path | None, as_json: bool) -> None:
 @click.option(
     "--compose",
     "with_compose",
+    envvar="LLEM_INIT_COMPOSE",
     is_flag=True,
     help="Also write PATH's compose file (<stem>.compose.yml) and the scripts it mounts.",
 )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -359,3 +360,50 @@ def test_a_pause_names_the_setting_that_asked_for_it(event: dict[str, object], l
     stream = io.StringIO()
     PlainReporter(stream).event(event)
     assert stream.getvalue().endswith(f"Z {line}\n")
+
+
+def _long_flag(option: click.Option) -> str | None:
+    longs = [o for o in option.opts if o.startswith("--")]
+    return longs[0][2:] if longs else None
+
+
+def test_every_option_reads_the_documented_environment_variable() -> None:
+    # README: every option can come from LLEM_<OPTION> (global) or LLEM_<COMMAND>_<OPTION>,
+    # named after the flag. Click's automatic name follows the parameter's *internal* name
+    # (--format fmt -> LLEM_RESULTS_FMT), so an option whose name differs needs envvar=.
+    checked = []
+    groups: list[tuple[str, click.Command]] = [("", cli)]
+    groups += [(f"{name.upper()}_", cmd) for name, cmd in cli.commands.items()]
+    for prefix, command in groups:
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name in ("help", "version"):
+                continue
+            flag = _long_flag(param)
+            if flag is None:
+                continue
+            expected = f"LLEM_{prefix}{flag.replace('-', '_').upper()}"
+            automatic = f"LLEM_{prefix}{(param.name or '').upper()}"
+            actual = param.envvar or automatic
+            assert actual == expected, f"--{flag} of {command.name}: {actual} != {expected}"
+            checked.append(expected)
+    assert "LLEM_RESULTS_FORMAT" in checked and "LLEM_INIT_BACKEND" in checked
+
+
+def test_results_format_from_the_environment(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    record = {
+        "key": "k1-c1", "config_id": "k1", "cycle": 1, "backend": "a", "service": "a",
+        "params": {"n": 1}, "status": "ok", "attempts": 1,
+    }  # fmt: skip
+    event = {"type": "experiment_finished", "ts": "2026-11-28T00:00:00.000Z", "pid": 1}
+    lines = [
+        {"type": "run_started", "ts": "2026-11-28T00:00:00.000Z", "pid": 1, "campaign": "x"},
+        {**event, "key": "k1-c1", "record": record},
+    ]
+    (run / "journal.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    done = CliRunner().invoke(
+        cli, ["results", str(run)], env={"LLEM_RESULTS_FORMAT": "csv"}, catch_exceptions=False
+    )
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines()[0].startswith("key,config_id,cycle,backend"), done.output
