@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 help:
 	@echo "make demo   - run the demo campaign end to end (starts a local Docker engine if needed)"
-	@echo "make test   - ruff + the whole test suite against a real Docker engine"
+	@echo "make test   - ruff, mypy + the whole test suite against a real Docker engine"
 	@echo "make bench  - overhead benchmarks (prints ratios)"
 	@echo "make chaos  - fault-injection suite (CHAOS_ARGS=--quick for fewer repeats)"
 
@@ -23,6 +23,7 @@ engine:
 
 lint: venv
 	$(VENV)/bin/ruff check llem_cli tests bench chaos
+	$(VENV)/bin/mypy
 
 test: venv engine lint
 	$(VENV)/bin/pytest -q
@@ -54,4 +55,4 @@ chaos: venv engine
 	$(PY) chaos/run_all.py $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -142,8 +142,9 @@ def expand(campaign: Campaign) -> Expansion:
         add(backend, params, ("grid",))
     for index, entry in enumerate(campaign.experiments):
         params = {k: v for k, v in entry.items() if k != "backend"}
-        backend = entry.get("backend", only_backend)
-        add(str(backend), params, ("experiments", index))
+        # None only with several backends, which check_campaign refuses before expanding
+        backend_name = entry.get("backend", only_backend)
+        add(str(backend_name), params, ("experiments", index))
     return Expansion(configs, duplicates, exclude_hits)
 
 

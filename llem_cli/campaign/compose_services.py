@@ -82,7 +82,8 @@ class _Loader(yaml.SafeLoader):
         event = self.peek_event()
         if not isinstance(event, yaml.AliasEvent) and getattr(event, "anchor", None):
             self.anchors.pop(event.anchor, None)
-        return super().compose_node(parent, index)
+        # types-PyYAML says int; PyYAML passes a sequence index, the mapping key's node or None
+        return super().compose_node(parent, index)  # type: ignore[arg-type]
 
     def compose_document(self) -> yaml.Node | None:
         self.get_event()  # DocumentStart

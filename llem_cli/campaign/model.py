@@ -65,13 +65,17 @@ EnvValue = Annotated[str, BeforeValidator(_env_value)]
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo must never be silently ignored."""
 
+    # Defaults are spelled Field(default=...): type checkers (dataclass_transform) read only the
+    # keyword, so with a positional default the field would look required to them.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Backend(_Strict):
     """How to run an experiment on one backend (a compose service)."""
 
-    service: str | None = Field(None, description="compose service; default: the backend name")
+    service: str | None = Field(
+        default=None, description="compose service; default: the backend name"
+    )
     command: list[CommandItem] = Field(
         ..., min_length=1, description="argv run with docker compose exec; {param} placeholders"
     )
@@ -79,7 +83,9 @@ class Backend(_Strict):
         None, description="host GPU indices this backend uses; default: all"
     )
     env: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], EnvValue] = Field(default_factory=dict)
-    keepalive: bool = Field(True, description="replace the service command with sleep infinity")
+    keepalive: bool = Field(
+        default=True, description="replace the service command with sleep infinity"
+    )
 
 
 class Thermal(_Strict):
@@ -87,17 +93,17 @@ class Thermal(_Strict):
 
     max_temp_c: float = Field(..., gt=0, le=120)
     max_wait: Duration = 600.0
-    power_within_idle_pct: float | None = Field(None, gt=0, le=100)
+    power_within_idle_pct: float | None = Field(default=None, gt=0, le=100)
 
 
 class Execution(_Strict):
     """How the expanded experiments are ordered and paced."""
 
-    cycles: int = Field(1, ge=1, le=10_000)
+    cycles: int = Field(default=1, ge=1, le=10_000)
     order: Literal["interleaved", "shuffled", "grouped"] = "interleaved"
     seed: int = 0
-    timeout: Duration = Field(1800.0, gt=0)
-    retries: int = Field(0, ge=0, le=100)
+    timeout: Duration = Field(default=1800.0, gt=0)
+    retries: int = Field(default=0, ge=0, le=100)
     gap: Duration = 0.0
     cycle_gap: Duration = 0.0
     thermal: Thermal | None = None
@@ -109,12 +115,12 @@ class Health(_Strict):
     """When to probe the GPUs inside a container, and when to give up restarting it."""
 
     probe: Literal["nvidia-smi"] | Annotated[list[CommandItem], Field(min_length=1)] = "nvidia-smi"
-    every: int = Field(1, ge=0)
-    max_memory_used_pct: float = Field(90.0, gt=0, le=100)
-    max_restarts: int = Field(3, ge=0, le=1000)
+    every: int = Field(default=1, ge=0)
+    max_memory_used_pct: float = Field(default=90.0, gt=0, le=100)
+    max_restarts: int = Field(default=3, ge=0, le=1000)
     restart_backoff: Duration = 5.0
     probe_timeout: Duration = Field(
-        60.0,
+        default=60.0,
         gt=0,
         description="a probe that has not answered by then counts as a hung GPU: restart",
     )
@@ -141,7 +147,7 @@ class Campaign(_Strict):
 
     name: str = Field(..., pattern=NAME_PATTERN, max_length=63)
     compose: str | Annotated[list[str], Field(min_length=1)]
-    project: str | None = Field(None, pattern=NAME_PATTERN, max_length=63)
+    project: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
     backends: Annotated[
         dict[Annotated[str, Field(pattern=NAME_PATTERN)], Backend], Field(min_length=1)
     ]
@@ -152,7 +158,7 @@ class Campaign(_Strict):
     execution: Execution = Field(default_factory=Execution)
     health: Health = Field(default_factory=Health)
     results: str | Results = Field(
-        "results", description="directory for runs, relative to this file; or {dir, per}"
+        default="results", description="directory for runs, relative to this file; or {dir, per}"
     )
 
     @field_validator("compose")

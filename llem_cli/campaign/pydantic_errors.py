@@ -11,6 +11,7 @@ import difflib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from llem_cli.campaign import model as m
 from llem_cli.campaign.problems import Problem
@@ -62,7 +63,7 @@ def _is_branch_tag(part: str) -> bool:
     return any(ch in part for ch in "[]()'") or part in {"str", "int", "float", "bool"}
 
 
-def _message(error: dict[str, Any], path: PathKey) -> str:
+def _message(error: ErrorDetails, path: PathKey) -> str:
     kind = error["type"]
     if kind == "missing":
         return "required field is missing"
@@ -95,7 +96,7 @@ def _message(error: dict[str, Any], path: PathKey) -> str:
 
 def problems_from_validation(exc: ValidationError, doc: SourceDoc, file: str) -> list[Problem]:
     """One problem per located field, union branches folded into one message."""
-    grouped: dict[tuple[PathKey, bool], list[dict[str, Any]]] = {}
+    grouped: dict[tuple[PathKey, bool], list[ErrorDetails]] = {}
     for error in exc.errors():
         path, is_key = _strip_union_tags(tuple(error["loc"]), doc.data)
         grouped.setdefault((path, is_key), []).append(error)

@@ -181,7 +181,12 @@ def _build(
             _build(loader, item, (*path, i), doc, active, budget)
             for i, item in enumerate(node.value)
         ]
-    if node.style is None and node.tag == _STR_TAG and _EXPONENT_NUMBER.match(node.value):
+    if (
+        isinstance(node, yaml.ScalarNode)  # always, past the two collection kinds above
+        and node.style is None
+        and node.tag == _STR_TAG
+        and _EXPONENT_NUMBER.match(node.value)
+    ):
         doc.number_like_text.add(path)
     try:
         return loader.construct_object(node, deep=True)

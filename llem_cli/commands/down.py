@@ -54,7 +54,7 @@ def bring_down(target: Path, out: Output) -> int:
         try:
             lock.acquire()
         except LockHeld:
-            holder = read_holder(project)
+            holder = read_holder(lock.project)
             who = f"pid {holder.pid}, run directory {holder.run_dir}" if holder else "unknown"
             raise LockHeld(
                 f"{what}: a run is still active ({who}); its containers are in use",

@@ -283,13 +283,6 @@ class ContainerManager:
             stderr_path=None if self.dry_run else stderr_path,
         )
         ended_at = _utcnow()
-        base = {
-            "exit_code": None if result.timed_out else result.returncode,
-            "started_at": started_at,
-            "ended_at": ended_at,
-            "duration_s": result.duration_s,
-            "stderr_tail": result.stderr_tail,
-        }
         if result.timed_out:
             status, detail = classify(None, timed_out=True)
             restarted, running = True, True
@@ -299,10 +292,25 @@ class ContainerManager:
                 detail = f"timed out; restarting the container failed: {err.one_line()}"
                 restarted, running = False, False
             return ExecOutcome(
-                status, detail=detail, restarted=restarted, container_running=running, **base
+                status,
+                exit_code=None,
+                started_at=started_at,
+                ended_at=ended_at,
+                duration_s=result.duration_s,
+                stderr_tail=result.stderr_tail,
+                detail=detail,
+                restarted=restarted,
+                container_running=running,
             )
         if result.returncode == 0:
-            return ExecOutcome("ok", **base)
+            return ExecOutcome(
+                "ok",
+                exit_code=result.returncode,
+                started_at=started_at,
+                ended_at=ended_at,
+                duration_s=result.duration_s,
+                stderr_tail=result.stderr_tail,
+            )
         container, oom_events = self._diagnose(service, result)
         status, detail = classify(
             result.returncode,
@@ -310,8 +318,16 @@ class ContainerManager:
             container=container,
             oom_events=oom_events,
         )
-        running = container.running if container is not None else None
-        return ExecOutcome(status, detail=detail, container_running=running, **base)
+        return ExecOutcome(
+            status,
+            exit_code=result.returncode,
+            started_at=started_at,
+            ended_at=ended_at,
+            duration_s=result.duration_s,
+            stderr_tail=result.stderr_tail,
+            detail=detail,
+            container_running=container.running if container is not None else None,
+        )
 
     def probe(
         self, service: str, argv: Sequence[str] | None = None, *, timeout_s: float | None = None

@@ -21,7 +21,8 @@ from types import FrameType
 
 from llem_cli.errors import EXIT_SIGINT, EXIT_SIGTERM, Interrupted
 
-_EXIT_CODES = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
+# keyed by int: handlers get the plain signal number (Signals is an IntEnum, so both look up)
+_EXIT_CODES: dict[int, int] = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
 
 
 class SignalReceived(BaseException):

@@ -54,6 +54,7 @@ def group_label(record: Record, axes: Sequence[str] | None) -> dict[str, Any]:
         return {"backend": record.backend, **dict(sorted(record.params.items()))}
     label: dict[str, Any] = {}
     for axis in axes:
+        value: Any
         if axis == "backend":
             value = record.backend
         elif axis in record.params or axis not in RECORD_AXES:

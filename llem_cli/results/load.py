@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -53,4 +54,5 @@ def load_run_records(path: Path) -> RunRecords:
     state = replay(run.journal)
     order = {key: i for i, key in enumerate(planned_keys(run) or [])}
     records = sorted(state.records.values(), key=lambda r: order.get(r.key, len(order)))
-    return RunRecords(run, records, _energy_per(run))
+    # replayed without slim=True: every record is in full, none a Settled stand-in
+    return RunRecords(run, cast("list[Record]", records), _energy_per(run))

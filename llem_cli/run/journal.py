@@ -492,7 +492,7 @@ def _replay(path: Path | str, slim: bool = False) -> RunState:
     event: dict[str, Any] | str | None = None
     for number, event in _numbered_events(path, state.defects, skip_inert=True):
         state.events += 1
-        if type(event) is str:
+        if isinstance(event, str):
             continue
         kind = event["type"]
         if kind in RECORD_EVENTS:

@@ -101,7 +101,7 @@ class CampaignLoop:
 
     # ---- journal + display ----------------------------------------------------------------------
 
-    def _log(self, kind: str, **fields: Any) -> None:
+    def _log(self, kind: str, /, **fields: Any) -> None:
         self.emit(self.journal.append(kind, **fields))
 
     def _finish(
@@ -359,7 +359,8 @@ class CampaignLoop:
         if not axes:
             return
         for record in self.replayed.records.values():
-            if record.status == "gpu_oom":
+            # a slim replay keeps gpu_oom records in full: a Settled stand-in is never one
+            if isinstance(record, Record) and record.status == "gpu_oom":
                 self._mark_pruned(record.backend, record.params, record.key)
 
     def _prune_after(self, experiment: Experiment) -> None:

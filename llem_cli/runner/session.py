@@ -13,10 +13,10 @@ import contextlib
 import logging
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from llem_cli.campaign.load import LoadedCampaign
 from llem_cli.docker.compose import discover_compose
@@ -33,7 +33,7 @@ from llem_cli.errors import (
     UsageProblem,
 )
 from llem_cli.plan import Experiment, order_experiments, stream_json
-from llem_cli.run.journal import Journal, RunState, replay
+from llem_cli.run.journal import Journal, Record, RunState, replay
 from llem_cli.run.lock import RunLock
 from llem_cli.run.rundir import (
     RunDir,
@@ -292,7 +292,8 @@ def _journal_end(
 def _write_results(run: RunDir, state: RunState | None = None) -> None:
     """``results.csv`` from the journal (latest record per key)."""
     state = state if state is not None else replay(run.journal)
-    write_results_csv(run.results_csv, state.records.values())
+    # callers pass only full replays (never slim=True), so there is no Settled stand-in
+    write_results_csv(run.results_csv, cast("Iterable[Record]", state.records.values()))
 
 
 __all__ = ["EXIT_ABORTED", "RunRequest", "execute"]

@@ -8,7 +8,7 @@ Measurement into the record's fields (null, never 0, for what was not measured).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from llem_cli.campaign.model import Campaign
 from llem_cli.telemetry import EnergyMonitor, Measurement, ThermalStatus, ThermalWait
@@ -17,10 +17,17 @@ from llem_cli.telemetry import wait_until_cool as _wait_until_cool
 Emit = Callable[[dict[str, Any]], None]
 
 
+class LogEvent(Protocol):
+    """Journals one event; the loop's ``_log`` (a :meth:`Journal.append` that also displays)."""
+
+    def __call__(self, kind: str, /, **fields: Any) -> None:
+        """Journal an event of type ``kind`` with ``fields`` as its other keys."""
+
+
 class HostTelemetry:
     """The session's view of the host GPUs (opened on first use, closed with the session)."""
 
-    def __init__(self, campaign: Campaign, emit: Emit, log: Emit) -> None:
+    def __init__(self, campaign: Campaign, emit: Emit, log: LogEvent) -> None:
         self.campaign = campaign
         self.emit = emit
         self.log = log  # journaled events

@@ -211,7 +211,7 @@ _LABEL = {
 }
 
 
-def _calls(gpu: Gpu) -> dict[str, Callable[[], object]]:
+def _calls(gpu: Gpu) -> dict[str, Callable[[], int]]:
     return {
         "energy": gpu.energy_mj,
         "power": gpu.power_mw,
@@ -536,8 +536,13 @@ class EnergyMonitor:
                     f"update period (~{COUNTER_UPDATE_PERIOD_S * 1000:.0f} ms); {why}"
                 )
             gpu.reasons["energy_j"] = why
-        both = gpu.counter_energy_j is not None and gpu.sampled_energy_j is not None
-        if both and not short and _disagree(gpu.counter_energy_j, gpu.sampled_energy_j):
+        counter_j, sampled_j = gpu.counter_energy_j, gpu.sampled_energy_j
+        if (
+            counter_j is not None
+            and sampled_j is not None
+            and not short
+            and _disagree(counter_j, sampled_j)
+        ):
             gpu.flags.append("methods_disagree")
         if gpu.energy_j is not None and duration > 0:
             gpu.avg_power_w = gpu.energy_j / duration
@@ -682,10 +687,10 @@ def _combine(result: Measurement) -> None:
     if result.avg_power_w is None:
         result.reasons["avg_power_w"] = result.reasons.get("energy_j", "zero-length window")
     # Like energy: a maximum over some GPUs only would understate the window's.
-    temps = [g.max_temp_c for g in gpus]
+    temps = [g.max_temp_c for g in gpus if g.max_temp_c is not None]
     if not gpus:
         result.reasons["max_temp_c"] = "no GPU in the window"
-    elif all(t is not None for t in temps):
+    elif len(temps) == len(gpus):
         result.max_temp_c = max(temps)
     else:
         result.reasons["max_temp_c"] = "; ".join(

@@ -166,9 +166,9 @@ def _poll(
             if mw is None:
                 power_dropped.add(index)
                 continue
-            power[index] = mw / 1000.0
+            watts = power[index] = mw / 1000.0
             baseline = idle_power_w[index]
-            if abs(power[index] - baseline) > tolerance * baseline:
+            if abs(watts - baseline) > tolerance * baseline:
                 ready = False
     return ThermalStatus(waited_s, temps, power, max_temp_c, ready)
 
