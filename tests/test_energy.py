@@ -6,7 +6,7 @@ import pytest
 from nvml_stub import fixtures
 from nvml_stub.fixtures import NOT_SUPPORTED
 
-from llem_cli.telemetry.energy import (
+from llem_cli.telemetry.windows import (
     COUNTER_MODULUS,
     _counter_energy,
     _disagree,

@@ -9,7 +9,7 @@ import pytest
 from nvml_stub import fixtures
 from nvml_stub.fixtures import GPU_IS_LOST, NOT_SUPPORTED
 
-from llem_cli.telemetry.energy import MIN_SAMPLE_COVERAGE, _max_temp
+from llem_cli.telemetry.windows import MIN_SAMPLE_COVERAGE, _max_temp
 
 no_nvml_dir = fixtures.no_nvml_dir
 nvml_stub_dir = fixtures.nvml_stub_dir

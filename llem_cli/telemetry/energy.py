@@ -18,6 +18,12 @@ Counter update period: NVML does not document how often the energy counter moves
 llem assumes :data:`COUNTER_UPDATE_PERIOD_S` = 100 ms (the same as the power sampling
 default) and flags windows shorter than that ``short_window``; a counter that did not
 move at all is never read as 0 J (a powered GPU always draws something).
+
+Where things live: this module holds the NVML side (reading counters, the sampling
+thread, foreign processes); :mod:`llem_cli.telemetry.windows` holds the pure rules that
+turn readings into values or reasons (coverage, counter vs sampling, every GPU or
+none); :mod:`llem_cli.telemetry.measurement` holds the result types. Their public names
+are re-exported here, so ``from llem_cli.telemetry.energy import ...`` keeps working.
 """
 
 from __future__ import annotations
@@ -26,142 +32,55 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field
 
+from llem_cli.telemetry.measurement import GpuMeasurement, IdleBaseline, Measurement, Method
 from llem_cli.telemetry.nvml import (
     Gpu,
     GpuSet,
     NvmlError,
     NvmlGpuLost,
-    decode_clock_events,
     open_gpus,
 )
+from llem_cli.telemetry.windows import (
+    COUNTER_MODULUS,
+    COUNTER_UPDATE_PERIOD_S,
+    DISAGREEMENT_TOLERANCE,
+    LABELS,
+    MAX_PLAUSIBLE_POWER_W,
+    MIN_SAMPLE_COVERAGE,
+    Sample,
+    combine,
+    judge_gpu,
+)
 
-Method = Literal["counter", "power_sampling"]
+__all__ = [
+    "COUNTER_MODULUS",
+    "COUNTER_UPDATE_PERIOD_S",
+    "DEFAULT_SAMPLE_INTERVAL_S",
+    "DISAGREEMENT_TOLERANCE",
+    "MAX_PLAUSIBLE_POWER_W",
+    "MIN_SAMPLE_COVERAGE",
+    "EnergyMonitor",
+    "GpuMeasurement",
+    "IdleBaseline",
+    "Measurement",
+    "Method",
+]
 
 DEFAULT_SAMPLE_INTERVAL_S = 0.1
 """Power/temperature sampling interval in seconds."""
 
-COUNTER_UPDATE_PERIOD_S = 0.1
-"""Assumed update period of NVML's energy counter, seconds (undocumented by NVIDIA)."""
-
-DISAGREEMENT_TOLERANCE = 0.05
-"""Relative difference between counter and sampled energy above which a window is flagged."""
-
-MAX_PLAUSIBLE_POWER_W = 5000.0
-"""Per-GPU average power above this (watts) means the counter was reset, not wrapped."""
-
-COUNTER_MODULUS = 2**64
-"""The energy counter is an unsigned 64-bit number of millijoules."""
-
-MIN_SAMPLE_COVERAGE = 0.9
-"""Fraction of a window that power samples must span for the integral to count."""
-
-_THERMAL_EVENTS = {"sw_thermal_slowdown", "hw_thermal_slowdown", "hw_slowdown"}
-
-
-@dataclass
-class GpuMeasurement:
-    """One GPU's share of a window.
-
-    Units: ``*_j`` joules, ``avg_power_w`` watts (energy / duration), ``max_temp_c``
-    degrees Celsius. ``reasons`` maps a field left ``None`` to why.
-    """
-
-    index: int
-    energy_j: float | None = None
-    method: Method | None = None
-    counter_energy_j: float | None = None
-    sampled_energy_j: float | None = None
-    avg_power_w: float | None = None
-    max_temp_c: int | None = None
-    clock_events: list[str] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
-    reasons: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Measurement:
-    """What one window measured, summed over its GPUs.
-
-    Units: ``duration_s`` seconds (monotonic clock), ``started_at``/``ended_at`` Unix
-    epoch seconds, ``energy_j``/``counter_energy_j``/``sampled_energy_j``/``net_energy_j``
-    joules, ``avg_power_w``/``idle_power_w`` watts, ``max_temp_c`` degrees Celsius.
-
-    ``energy_j`` is None unless every GPU of the window has a value (a partial sum
-    would understate); so is ``max_temp_c``, and a GPU's temperature counts only when
-    its readings span :data:`MIN_SAMPLE_COVERAGE` of the window (as sampled power
-    must). ``method`` is ``counter`` when every GPU used the counter, ``power_sampling``
-    when at least one integrated sampled power (the less exact method decides), None
-    when there is no energy. ``net_energy_j`` is
-    ``energy_j - idle_power_w * duration_s``. ``flags`` are short machine-readable
-    tags (``short_window``, ``methods_disagree``, ``counter_reset``, ``counter_stalled``,
-    ``foreign_processes``, ``thermal_throttled``, ``below_idle``, ``gpu_lost``,
-    ``no_gpu``); ``warnings`` are sentences for people; ``reasons`` maps each field left
-    None to why.
-    """
-
-    key: str
-    gpu_indices: list[int]
-    started_at: float
-    ended_at: float
-    duration_s: float
-    energy_j: float | None = None
-    method: Method | None = None
-    counter_energy_j: float | None = None
-    sampled_energy_j: float | None = None
-    avg_power_w: float | None = None
-    idle_power_w: float | None = None
-    net_energy_j: float | None = None
-    max_temp_c: int | None = None
-    clock_events: list[str] = field(default_factory=list)
-    foreign_pids: dict[int, list[int]] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    reasons: dict[str, str] = field(default_factory=dict)
-    per_gpu: dict[int, GpuMeasurement] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready data (GPU indices as string keys, as JSON needs)."""
-        data = asdict(self)
-        data["per_gpu"] = {str(k): v for k, v in data["per_gpu"].items()}
-        data["foreign_pids"] = {str(k): v for k, v in data["foreign_pids"].items()}
-        return data
-
-
-@dataclass
-class IdleBaseline:
-    """Idle power per GPU in watts, measured over ``duration_s`` seconds."""
-
-    power_w: dict[int, float]
-    reasons: dict[int, str]
-    duration_s: float
-    measurement: Measurement
-
-    def total_w(self, indices: Iterable[int]) -> tuple[float | None, str | None]:
-        """Summed idle power of ``indices`` in watts, or ``(None, reason)``."""
-        total = 0.0
-        for index in indices:
-            if index not in self.power_w:
-                why = self.reasons.get(index, "not in the baseline")
-                return None, f"no idle power for GPU {index}: {why}"
-            total += self.power_w[index]
-        return total, None
-
-
-@dataclass
-class _Sample:
-    """Readings at monotonic time ``t`` (s): power in W, temperature in C, event bits."""
-
-    t: float
-    power_w: dict[int, float] = field(default_factory=dict)
-    temp_c: dict[int, int] = field(default_factory=dict)
-    events: dict[int, int] = field(default_factory=dict)
-
 
 @dataclass
 class _Window:
+    """An open window: its GPUs, start times and what was read at the start.
+
+    ``counters`` are the energy counters (mJ) read at ``t_begin``; ``reasons``,
+    ``foreign_pids`` and ``warnings`` record what the process check found, to be copied
+    into the :class:`Measurement`.
+    """
+
     key: str
     indices: list[int]
     t_begin: float
@@ -189,7 +108,7 @@ class _Capabilities:
                     self.lost[index] = exc.message
                     self.why_not[(index, quantity)] = exc.message
                 except NvmlError as exc:
-                    self.why_not[(index, quantity)] = f"{_LABEL[quantity]} {exc.message}"
+                    self.why_not[(index, quantity)] = f"{LABELS[quantity]} {exc.message}"
 
     def has(self, index: int, quantity: str) -> bool:
         """Whether ``quantity`` can still be read on GPU ``index``."""
@@ -200,18 +119,11 @@ class _Capabilities:
         with self._lock:
             if isinstance(exc, NvmlGpuLost):
                 self.lost[index] = exc.message
-            self.why_not.setdefault((index, quantity), f"{_LABEL[quantity]} {exc.message}")
-
-
-_LABEL = {
-    "energy": "energy counter:",
-    "power": "power reading:",
-    "temperature": "temperature:",
-    "events": "clocks event reasons:",
-}
+            self.why_not.setdefault((index, quantity), f"{LABELS[quantity]} {exc.message}")
 
 
 def _calls(gpu: Gpu) -> dict[str, Callable[[], int]]:
+    """The NVML reading behind each quantity, so probing and sampling name them alike."""
     return {
         "energy": gpu.energy_mj,
         "power": gpu.power_mw,
@@ -242,7 +154,7 @@ class EnergyMonitor:
         self._caps = _Capabilities(self.gpu_set.gpus)
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
-        self._samples: list[_Sample] = []
+        self._samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -371,12 +283,12 @@ class EnergyMonitor:
     def _live(self, indices: Iterable[int]) -> list[int]:
         return [i for i in indices if i in self.gpu_set.gpus and i not in self._caps.lost]
 
-    def _sample(self, t: float, indices: Iterable[int] | None = None) -> _Sample:
+    def _sample(self, t: float, indices: Iterable[int] | None = None) -> Sample:
         """Read power, temperature and event bits now from ``indices`` (None: open windows')."""
         if indices is None:
             with self._lock:
                 indices = {i for w in self._windows.values() for i in w.indices}
-        sample = _Sample(t)
+        sample = Sample(t)
         for index in self._live(indices):
             gpu = self.gpu_set.gpus[index]
             for quantity, target, convert in (
@@ -392,7 +304,7 @@ class EnergyMonitor:
                     self._caps.drop(index, quantity, exc)
         return sample
 
-    def _append(self, sample: _Sample) -> None:
+    def _append(self, sample: Sample) -> None:
         with self._lock:
             self._samples.append(sample)
 
@@ -454,8 +366,13 @@ class EnergyMonitor:
         t_end: float,
         wall_end: float,
         counters: dict[int, int],
-        samples: list[_Sample],
+        samples: list[Sample],
     ) -> Measurement:
+        """Build the window's :class:`Measurement`: per GPU by :func:`judge_gpu`, then summed.
+
+        GPUs that are not open (or no NVML at all) get reasons here, as only the monitor
+        knows why; everything that judges readings is in :mod:`~llem_cli.telemetry.windows`.
+        """
         duration = t_end - window.t_begin
         result = Measurement(
             key=window.key,
@@ -482,92 +399,22 @@ class EnergyMonitor:
                 for name in ("energy_j", "avg_power_w", "max_temp_c"):
                     gpu.reasons[name] = why
             else:
-                self._measure_gpu(gpu, window, duration, counters, samples)
+                judge_gpu(
+                    gpu,
+                    t_begin=window.t_begin,
+                    duration=duration,
+                    counters_begin=window.counters,
+                    counters_end=counters,
+                    samples=samples,
+                    why_not=self._caps.why_not,
+                    lost=self._caps.lost,
+                )
             result.per_gpu[index] = gpu
-        _combine(result)
+        combine(result)
         return result
 
-    def _measure_gpu(
-        self,
-        gpu: GpuMeasurement,
-        window: _Window,
-        duration: float,
-        counters: dict[int, int],
-        samples: list[_Sample],
-    ) -> None:
-        index = gpu.index
-        if index in self._caps.lost:
-            gpu.flags.append("gpu_lost")
-        short = duration < COUNTER_UPDATE_PERIOD_S
-        counter_why = self._caps.why_not.get((index, "energy"), "energy counter: not read")
-        if index in window.counters and index in counters:
-            gpu.counter_energy_j, counter_why, flag = _counter_energy(
-                window.counters[index], counters[index], duration
-            )
-            if flag:
-                gpu.flags.append(flag)
-        gpu.sampled_energy_j, sampled_why = _integrate(
-            [(s.t, s.power_w[index]) for s in samples if index in s.power_w],
-            window.t_begin,
-            window.t_begin + duration,
-            self._caps.why_not.get((index, "power"), "power reading: no samples"),
-        )
-        if gpu.counter_energy_j is None:
-            gpu.reasons["counter_energy_j"] = counter_why
-        if gpu.sampled_energy_j is None:
-            gpu.reasons["sampled_energy_j"] = sampled_why
-        if short:
-            gpu.flags.append("short_window")
-        order: list[tuple[Method, float | None]] = [
-            ("counter", gpu.counter_energy_j),
-            ("power_sampling", gpu.sampled_energy_j),
-        ]
-        if short:  # below the counter's resolution a power reading is the better estimate
-            order.reverse()
-        for method, value in order:
-            if value is not None:
-                gpu.energy_j, gpu.method = value, method
-                break
-        else:
-            why = f"{counter_why}; {sampled_why}"
-            if short:
-                why = (
-                    f"window of {duration * 1000:.0f} ms is shorter than the energy counter's "
-                    f"update period (~{COUNTER_UPDATE_PERIOD_S * 1000:.0f} ms); {why}"
-                )
-            gpu.reasons["energy_j"] = why
-        counter_j, sampled_j = gpu.counter_energy_j, gpu.sampled_energy_j
-        if (
-            counter_j is not None
-            and sampled_j is not None
-            and not short
-            and _disagree(counter_j, sampled_j)
-        ):
-            gpu.flags.append("methods_disagree")
-        if gpu.energy_j is not None and duration > 0:
-            gpu.avg_power_w = gpu.energy_j / duration
-        else:
-            gpu.reasons["avg_power_w"] = gpu.reasons.get("energy_j", "zero-length window")
-        gpu.max_temp_c, temp_why = _max_temp(
-            [(s.t, s.temp_c[index]) for s in samples if index in s.temp_c],
-            window.t_begin,
-            window.t_begin + duration,
-            self._caps.why_not.get((index, "temperature")),
-        )
-        if gpu.max_temp_c is None:
-            gpu.reasons["max_temp_c"] = temp_why
-        bits = 0
-        for s in samples:
-            bits |= s.events.get(index, 0)
-        gpu.clock_events = decode_clock_events(bits)
-        if not any(index in s.events for s in samples):
-            gpu.reasons["clock_events"] = self._caps.why_not.get(
-                (index, "events"), "clocks event reasons: no samples"
-            )
-        if _THERMAL_EVENTS & set(gpu.clock_events):
-            gpu.flags.append("thermal_throttled")
-
     def _apply_idle(self, result: Measurement, idle_power_w: float | None) -> None:
+        """Set ``idle_power_w`` and ``net_energy_j`` from the override or the idle baseline."""
         why: str | None = None
         if idle_power_w is None:
             if self.idle_baseline is None:
@@ -584,133 +431,3 @@ class EnergyMonitor:
             result.net_energy_j = result.energy_j - idle_power_w * result.duration_s
             if result.net_energy_j < 0:
                 result.flags.append("below_idle")
-
-
-def _counter_energy(
-    begin_mj: int, end_mj: int, duration_s: float
-) -> tuple[float | None, str, str | None]:
-    """Counter delta in joules, or None with the reason and a flag.
-
-    The delta is taken modulo 2**64 (a wrap). A delta that would mean more than
-    :data:`MAX_PLAUSIBLE_POWER_W` per GPU is a reset (driver reload), not a wrap.
-    """
-    delta_mj = (end_mj - begin_mj) % COUNTER_MODULUS
-    if delta_mj == 0:
-        return (
-            None,
-            (
-                "energy counter: did not advance during the window (a powered GPU "
-                "always draws energy)"
-            ),
-            "counter_stalled",
-        )
-    joules = delta_mj / 1000.0
-    if duration_s > 0 and joules / duration_s > MAX_PLAUSIBLE_POWER_W:
-        return (
-            None,
-            (f"energy counter: went from {begin_mj} to {end_mj} mJ, a reset rather than a wrap"),
-            "counter_reset",
-        )
-    return joules, "", None
-
-
-def _integrate(
-    points: list[tuple[float, float]], t_begin: float, t_end: float, why_missing: str
-) -> tuple[float | None, str]:
-    """Trapezoid integral in joules of ``(t seconds, power watts)`` points, or None and why."""
-    if len(points) < 2:
-        return None, why_missing
-    span = points[-1][0] - points[0][0]
-    duration = t_end - t_begin
-    if duration > 0 and span < MIN_SAMPLE_COVERAGE * duration:
-        return None, (f"power reading: samples cover {span:.3f} s of the {duration:.3f} s window")
-    energy = 0.0
-    for (t0, p0), (t1, p1) in zip(points, points[1:], strict=False):
-        energy += (t1 - t0) * (p0 + p1) / 2.0
-    return energy, ""
-
-
-def _max_temp(
-    points: list[tuple[float, int]], t_begin: float, t_end: float, why_stopped: str | None
-) -> tuple[int | None, str]:
-    """Highest of ``(t seconds, temperature C)`` points, or None and why.
-
-    The same coverage rule as :func:`_integrate`: readings that stop early (a lost GPU,
-    a call that began failing) say nothing about the rest of the window, so the maximum
-    counts only when they span :data:`MIN_SAMPLE_COVERAGE` of it. ``why_stopped`` is
-    why temperature is no longer read on this GPU, if it is not.
-    """
-    if not points:
-        return None, why_stopped or "temperature: no samples"
-    span = points[-1][0] - points[0][0]
-    duration = t_end - t_begin
-    if duration > 0 and span < MIN_SAMPLE_COVERAGE * duration:
-        why = f"temperature: samples cover {span:.3f} s of the {duration:.3f} s window"
-        if why_stopped:
-            why += f" ({why_stopped.removeprefix(_LABEL['temperature']).strip()})"
-        return None, why
-    return max(t for _, t in points), ""
-
-
-def _disagree(counter_j: float, sampled_j: float) -> bool:
-    """Whether the two energies differ by more than :data:`DISAGREEMENT_TOLERANCE`."""
-    return abs(counter_j - sampled_j) > DISAGREEMENT_TOLERANCE * counter_j
-
-
-def _combine(result: Measurement) -> None:
-    """Sum the per-GPU values into ``result``; a value missing on any GPU stays None."""
-    gpus = list(result.per_gpu.values())
-
-    def total(name: str) -> tuple[float | None, str | None]:
-        if not gpus:  # a sum over no GPU is not a measured 0 J
-            return None, "no GPU in the window"
-        values = [getattr(g, name) for g in gpus]
-        if all(v is not None for v in values):
-            return sum(values), None
-        missing = [
-            f"GPU {g.index}: {g.reasons.get(name, 'not measured')}"
-            for g in gpus
-            if getattr(g, name) is None
-        ]
-        return None, "; ".join(missing)
-
-    for name in ("energy_j", "counter_energy_j", "sampled_energy_j"):
-        value, why = total(name)
-        setattr(result, name, value)
-        if why:
-            result.reasons[name] = why
-    if result.energy_j is not None:
-        methods = {g.method for g in gpus}
-        result.method = "counter" if methods == {"counter"} else "power_sampling"
-        if result.duration_s > 0:
-            result.avg_power_w = result.energy_j / result.duration_s
-    if result.avg_power_w is None:
-        result.reasons["avg_power_w"] = result.reasons.get("energy_j", "zero-length window")
-    # Like energy: a maximum over some GPUs only would understate the window's.
-    temps = [g.max_temp_c for g in gpus if g.max_temp_c is not None]
-    if not gpus:
-        result.reasons["max_temp_c"] = "no GPU in the window"
-    elif len(temps) == len(gpus):
-        result.max_temp_c = max(temps)
-    else:
-        result.reasons["max_temp_c"] = "; ".join(
-            f"GPU {g.index}: {g.reasons.get('max_temp_c', 'not measured')}"
-            for g in gpus
-            if g.max_temp_c is None
-        )
-    seen: list[str] = []
-    for g in gpus:
-        seen += [e for e in g.clock_events if e not in seen]
-        result.flags += [f for f in g.flags if f not in result.flags]
-        if "foreign_processes" in g.reasons:
-            result.reasons.setdefault("foreign_processes", "")
-            result.reasons["foreign_processes"] = "; ".join(
-                filter(
-                    None,
-                    [
-                        result.reasons["foreign_processes"],
-                        f"GPU {g.index}: {g.reasons['foreign_processes']}",
-                    ],
-                )
-            )
-    result.clock_events = seen
