@@ -102,7 +102,7 @@ class RunSpec:
 
 
 def _cleanup(spec: RunSpec) -> None:
-    from llem_cli.docker.manager import teardown_by_label
+    from llem_cli.docker.sweep import teardown_by_label
 
     try:
         teardown_by_label(run_id=spec.run_id, project=spec.project)

@@ -15,9 +15,11 @@ from llem_cli.docker.compose import (
     parse_ps_json,
     parse_version,
 )
-from llem_cli.docker.manager import ContainerManager, experiment_env, teardown_by_label
+from llem_cli.docker.contract import experiment_env
+from llem_cli.docker.manager import ContainerManager
 from llem_cli.docker.override import render_override
 from llem_cli.docker.proc import DryRunRunner
+from llem_cli.docker.sweep import teardown_by_label
 from llem_cli.errors import EnvironmentProblem
 
 V2 = ComposeCLI(("docker", "compose"), (2, 40, 3))

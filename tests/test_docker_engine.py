@@ -21,8 +21,9 @@ import pytest
 from conftest import COMPOSE_DIR, RunSpec
 
 from llem_cli.docker.compose import discover_compose
-from llem_cli.docker.manager import ContainerManager, StartFailed, Timeouts, teardown_by_label
+from llem_cli.docker.manager import ContainerManager, StartFailed, Timeouts
 from llem_cli.docker.proc import Result, SubprocessRunner
+from llem_cli.docker.sweep import teardown_by_label
 
 pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[1]

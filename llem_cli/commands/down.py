@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from llem_cli.campaign.load import load_campaign
-from llem_cli.docker.manager import teardown_by_label
+from llem_cli.docker.sweep import teardown_by_label
 from llem_cli.errors import LockHeld, UsageProblem
 from llem_cli.output import Output
 from llem_cli.run.lock import RunLock, read_holder

@@ -4,14 +4,8 @@ Import from here; the submodules each do one job (see their docstrings).
 """
 
 from llem_cli.docker.compose import ComposeCLI, ComposeProject, discover_compose, parse_ps_json
-from llem_cli.docker.manager import (
-    ContainerManager,
-    StartFailed,
-    Timeouts,
-    container_experiment_dir,
-    experiment_env,
-    teardown_by_label,
-)
+from llem_cli.docker.contract import container_experiment_dir, experiment_env
+from llem_cli.docker.manager import ContainerManager, StartFailed, Timeouts
 from llem_cli.docker.outcome import ContainerState, ExecOutcome, classify
 from llem_cli.docker.override import render_override, write_override
 from llem_cli.docker.probe import GpuStatus, ProbeResult
@@ -24,6 +18,7 @@ from llem_cli.docker.proc import (
     redact_argv,
 )
 from llem_cli.docker.signals import SignalReceived, deferred, handle_signals
+from llem_cli.docker.sweep import teardown_by_label
 
 __all__ = [
     "CommandFailed",

@@ -11,9 +11,9 @@ The campaign runner drives it:
 
 Leaving the ``with`` block by any route (normal end, exception, SIGINT/SIGTERM via
 :mod:`llem_cli.docker.signals`) runs :meth:`ContainerManager.teardown`: ``compose down`` and then a
-sweep of every container labelled ``llem.run=<run_id>``, so nothing is left even when compose's view
-of the project is off. The ok path of an experiment costs one exec; ``docker inspect`` and
-``docker events`` run only after a non-zero exit.
+sweep (:mod:`llem_cli.docker.sweep`) of every container labelled ``llem.run=<run_id>``, so nothing
+is left even when compose's view of the project is off. The ok path of an experiment costs one
+exec; ``docker inspect`` and ``docker events`` run only after a non-zero exit.
 """
 
 from __future__ import annotations
@@ -38,26 +38,26 @@ from llem_cli.docker.compose import (
     parse_ps_json,
     require_ok,
 )
+from llem_cli.docker.contract import container_experiment_dir, experiment_env
 from llem_cli.docker.outcome import (
     NOT_RUNNABLE_CODES,
     ContainerState,
     ExecOutcome,
     classify,
 )
-from llem_cli.docker.override import OVERRIDE_NAME, RUN_LABEL, RUN_MOUNT, write_override
+from llem_cli.docker.override import OVERRIDE_NAME, write_override
 from llem_cli.docker.proc import CommandFailed, Result, Runner, SubprocessRunner, last_line
 from llem_cli.docker.signals import deferred
+from llem_cli.docker.sweep import NO_SUCH, PROJECT_LABEL, teardown_by_label
 from llem_cli.errors import EnvironmentProblem, LlemError
 
 log = logging.getLogger("llem.docker")
 
-PROJECT_LABEL = "com.docker.compose.project"
 _CONFLICT = re.compile(r"Conflict\b.*already in use|is already in use by container", re.I | re.S)
 _EXITED_GRACE_S = 2.0
 _NOT_RUNNABLE_SETTLE_S = 0.5
 _DIED_DURING_UP = re.compile(r"container \S+ exited \(\d+\)", re.I)
 _DIED_DURING_UP_RETRIES = 2
-_NO_SUCH = re.compile(r"No such (object|container)", re.I)
 
 
 @dataclass(frozen=True)
@@ -284,24 +284,7 @@ class ContainerManager:
         )
         ended_at = _utcnow()
         if result.timed_out:
-            status, detail = classify(None, timed_out=True)
-            restarted, running = True, True
-            try:
-                self.restart(service)
-            except LlemError as err:
-                detail = f"timed out; restarting the container failed: {err.one_line()}"
-                restarted, running = False, False
-            return ExecOutcome(
-                status,
-                exit_code=None,
-                started_at=started_at,
-                ended_at=ended_at,
-                duration_s=result.duration_s,
-                stderr_tail=result.stderr_tail,
-                detail=detail,
-                restarted=restarted,
-                container_running=running,
-            )
+            return self._timed_out_outcome(service, result, started_at, ended_at)
         if result.returncode == 0:
             return ExecOutcome(
                 "ok",
@@ -311,23 +294,7 @@ class ContainerManager:
                 duration_s=result.duration_s,
                 stderr_tail=result.stderr_tail,
             )
-        container, oom_events = self._diagnose(service, result)
-        status, detail = classify(
-            result.returncode,
-            stderr_tail=result.stderr_tail,
-            container=container,
-            oom_events=oom_events,
-        )
-        return ExecOutcome(
-            status,
-            exit_code=result.returncode,
-            started_at=started_at,
-            ended_at=ended_at,
-            duration_s=result.duration_s,
-            stderr_tail=result.stderr_tail,
-            detail=detail,
-            container_running=container.running if container is not None else None,
-        )
+        return self._failed_outcome(service, result, started_at, ended_at)
 
     def probe(
         self, service: str, argv: Sequence[str] | None = None, *, timeout_s: float | None = None
@@ -421,7 +388,7 @@ class ContainerManager:
             check=False,
         )
         if not result.ok:
-            if _NO_SUCH.search(result.stderr):
+            if NO_SUCH.search(result.stderr):
                 self._ids.pop(service, None)
                 return ContainerState.gone()
             return None
@@ -456,6 +423,51 @@ class ContainerManager:
             if now >= deadline:
                 return False
             time.sleep(self.timeouts.poll_s)
+
+    def _timed_out_outcome(
+        self, service: str, result: Result, started_at: datetime, ended_at: datetime
+    ) -> ExecOutcome:
+        """The exec ran past its timeout: restart the container (docker cannot kill an exec)."""
+        status, detail = classify(None, timed_out=True)
+        restarted, running = True, True
+        try:
+            self.restart(service)
+        except LlemError as err:
+            detail = f"timed out; restarting the container failed: {err.one_line()}"
+            restarted, running = False, False
+        return ExecOutcome(
+            status,
+            exit_code=None,
+            started_at=started_at,
+            ended_at=ended_at,
+            duration_s=result.duration_s,
+            stderr_tail=result.stderr_tail,
+            detail=detail,
+            restarted=restarted,
+            container_running=running,
+        )
+
+    def _failed_outcome(
+        self, service: str, result: Result, started_at: datetime, ended_at: datetime
+    ) -> ExecOutcome:
+        """A non-zero exit: diagnose the container and classify the failure."""
+        container, oom_events = self._diagnose(service, result)
+        status, detail = classify(
+            result.returncode,
+            stderr_tail=result.stderr_tail,
+            container=container,
+            oom_events=oom_events,
+        )
+        return ExecOutcome(
+            status,
+            exit_code=result.returncode,
+            started_at=started_at,
+            ended_at=ended_at,
+            duration_s=result.duration_s,
+            stderr_tail=result.stderr_tail,
+            detail=detail,
+            container_running=container.running if container is not None else None,
+        )
 
     def _diagnose(self, service: str, result: Result) -> tuple[ContainerState | None, int]:
         """After a non-zero exit: the container's state and, for a 137, its oom events."""
@@ -518,7 +530,7 @@ class ContainerManager:
         self, service: str, argv: list[str], fields: Sequence[str], timeout: float
     ) -> probe_mod.ProbeResult:
         result = self.runner.run(self._probe_exec_argv(service, argv), timeout=timeout, check=False)
-        if not self.dry_run and result.returncode != 0 and _NO_SUCH.search(result.stderr):
+        if not self.dry_run and result.returncode != 0 and NO_SUCH.search(result.stderr):
             # the container was replaced behind our back (a re-up): forget the id, ask compose
             self._ids.pop(service, None)
             result = self.runner.run(self.project.exec(service, argv), timeout=timeout, check=False)
@@ -543,90 +555,14 @@ class ContainerManager:
         return found
 
 
-def teardown_by_label(
-    *,
-    run_id: str | None = None,
-    project: str | None = None,
-    runner: Runner | None = None,
-    docker: Sequence[str] | None = None,
-    timeout: float = 120.0,
-) -> list[str]:
-    """Remove llem's containers labelled ``llem.run=<run_id>`` and/or of ``project`` (both: AND).
-
-    With ``project`` its networks go too. This is what ``llem down`` runs; it needs no compose
-    file, so it works when the run's files are gone or compose's state is off. Returns the ids
-    removed. Raises :class:`CommandFailed` if the removal itself fails.
-    """
-    if run_id is None and project is None:
-        raise ValueError("teardown_by_label needs run_id or project")
-    runner = runner or SubprocessRunner()
-    docker = tuple(docker or docker_argv())
-    # Both given: containers carrying both labels (docker ANDs label filters). A run id is a
-    # timestamp, unique only within its campaign, so the project keeps another campaign's run
-    # started in the same second out of the sweep.
-    # Only containers llem started (they all carry llem.run): a container the user made by
-    # hand in the same project is not llem's to remove.
-    filters: list[str] = ["--filter", f"label={RUN_LABEL}" + (f"={run_id}" if run_id else "")]
-    if project is not None:
-        filters += ["--filter", f"label={PROJECT_LABEL}={project}"]
-    ids: list[str] = []
-    with deferred():
-        argv = [*docker, "ps", "-a", "-q", "--no-trunc", *filters]
-        result = runner.run(argv, timeout=timeout, check=False)
-        require_ok(argv, result.returncode, result.stderr)
-        if not result.ok:
-            raise CommandFailed(argv, result.returncode, result.stderr_tail)
-        ids = list(dict.fromkeys(result.stdout.split()))
-        if ids:
-            argv = [*docker, "rm", "-f", *ids]
-            result = runner.run(argv, timeout=timeout, check=False)
-            if not result.ok and not _NO_SUCH.search(result.stderr):
-                raise CommandFailed(argv, result.returncode, result.stderr_tail)
-        if project is not None:
-            argv = [*docker, "network", "ls", "-q", "--filter", f"label={PROJECT_LABEL}={project}"]
-            result = runner.run(argv, timeout=timeout, check=False)
-            nets = result.stdout.split() if result.ok else []
-            if nets:
-                runner.run([*docker, "network", "rm", *nets], timeout=timeout, check=False)
-    return ids
-
-
-def experiment_env(
-    *,
-    run_id: str,
-    key: str,
-    cycle: int,
-    params: Mapping[str, Any],
-    experiment_dir: str,
-    extra: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment of DESIGN.md's container contract for one experiment exec.
-
-    ``extra`` (the backend's ``env``) comes first, so llem's own variables win.
-    """
-    env = dict(extra or {})
-    env.update(
-        {
-            "LLEM_RUN_ID": run_id,
-            "LLEM_EXPERIMENT_KEY": key,
-            "LLEM_CYCLE": str(cycle),
-            "LLEM_PARAMS": json.dumps(dict(params), sort_keys=True),
-            "LLEM_EXPERIMENT_DIR": experiment_dir,
-        }
-    )
-    return env
-
-
-def container_experiment_dir(key: str) -> str:
-    """The container path of ``<run_dir>/experiments/<key>`` (the run dir is at /llem/run)."""
-    return f"{RUN_MOUNT}/experiments/{key}"
-
-
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# PROJECT_LABEL, teardown_by_label (sweep.py) and experiment_env, container_experiment_dir
+# (contract.py) are re-exported so imports from here keep working.
 __all__ = [
+    "PROJECT_LABEL",
     "ContainerManager",
     "StartFailed",
     "Timeouts",

@@ -9,7 +9,7 @@ from typing import Any
 
 from llem_cli.campaign.model import Campaign
 from llem_cli.campaign.placeholders import render
-from llem_cli.docker.manager import container_experiment_dir, experiment_env
+from llem_cli.docker.contract import container_experiment_dir, experiment_env
 from llem_cli.plan import Experiment
 
 

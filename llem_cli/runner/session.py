@@ -20,9 +20,10 @@ from typing import Any, cast
 
 from llem_cli.campaign.load import LoadedCampaign
 from llem_cli.docker.compose import discover_compose
-from llem_cli.docker.manager import ContainerManager, StartFailed, teardown_by_label
+from llem_cli.docker.manager import ContainerManager, StartFailed
 from llem_cli.docker.proc import CommandFailed
 from llem_cli.docker.signals import handle_signals
+from llem_cli.docker.sweep import teardown_by_label
 from llem_cli.errors import (
     EXIT_ABORTED,
     EXIT_OK,
