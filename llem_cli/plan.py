@@ -179,31 +179,27 @@ def order_experiments(configs: list[Config], campaign: Campaign) -> Iterator[Exp
             yield Experiment(config, cycle, services[config.backend])
 
 
-def pause_before(previous: Experiment | None, experiment: Experiment, campaign: Campaign) -> float:
-    """Seconds to wait before ``experiment``: ``gap``, or ``cycle_gap`` when a new cycle starts.
+def pause(
+    previous: Experiment | None, experiment: Experiment, campaign: Campaign
+) -> tuple[float, str]:
+    """Seconds to wait before ``experiment``, and the setting they come from (to say so).
 
-    A new cycle starts when the cycle number changes (interleaved: between cycles;
-    grouped: between cycles of a backend). Shuffled order has no cycle boundaries,
-    so only ``gap`` applies there.
+    ``gap`` between experiments, or ``cycle_gap`` (if longer) when a new cycle starts. A new
+    cycle starts when the cycle number changes (interleaved: between cycles; grouped: between
+    cycles of a backend). Shuffled order has no cycle boundaries, so only ``gap`` applies there.
     """
     execution = campaign.execution
     if previous is None:
-        return 0.0
-    if _new_cycle(previous, experiment, campaign):
-        return max(execution.gap, execution.cycle_gap)
-    return execution.gap
+        return 0.0, "gap"
+    new_cycle = execution.order != "shuffled" and previous.cycle != experiment.cycle
+    if new_cycle and execution.cycle_gap >= execution.gap:
+        return execution.cycle_gap, "cycle_gap"
+    return execution.gap, "gap"
 
 
-def pause_setting(previous: Experiment | None, experiment: Experiment, campaign: Campaign) -> str:
-    """Which setting :func:`pause_before`'s wait comes from: ``gap`` or ``cycle_gap``."""
-    execution = campaign.execution
-    if previous is not None and _new_cycle(previous, experiment, campaign):
-        return "cycle_gap" if execution.cycle_gap >= execution.gap else "gap"
-    return "gap"
-
-
-def _new_cycle(previous: Experiment, experiment: Experiment, campaign: Campaign) -> bool:
-    return campaign.execution.order != "shuffled" and previous.cycle != experiment.cycle
+def pause_before(previous: Experiment | None, experiment: Experiment, campaign: Campaign) -> float:
+    """Seconds to wait before ``experiment`` (see :func:`pause`)."""
+    return pause(previous, experiment, campaign)[0]
 
 
 def stream_json(experiments: Iterable[Experiment], write: Any) -> int:

@@ -27,7 +27,7 @@ DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
 
 
-def _finite(value: float | None) -> float | None:
+def finite_float(value: object) -> float | None:
     """``value`` as a float if it is a number that is a finite float, else None (never raises)."""
     if not isinstance(value, int | float):
         return None
@@ -40,20 +40,20 @@ def _finite(value: float | None) -> float | None:
 
 def present(values: Iterable[float | None]) -> list[float]:
     """The values that are finite numbers, as floats (None, NaN, infinities left out)."""
-    return [x for x in map(_finite, values) if x is not None]
+    return [x for x in map(finite_float, values) if x is not None]
 
 
 def _fsum(xs: Iterable[float]) -> float | None:
     """``math.fsum``, or None where the sum overflows a float."""
     try:
-        return _finite(math.fsum(xs))
+        return finite_float(math.fsum(xs))
     except (OverflowError, ValueError):  # ValueError: inf - inf, should one slip in
         return None
 
 
 def _mean_of(xs: Sequence[float]) -> float | None:
     total = _fsum(xs)
-    return None if total is None or not xs else _finite(total / len(xs))
+    return None if total is None or not xs else finite_float(total / len(xs))
 
 
 def _std_of(xs: Sequence[float]) -> float | None:
@@ -62,7 +62,7 @@ def _std_of(xs: Sequence[float]) -> float | None:
     if m is None:
         return None
     squares = _fsum((x - m) * (x - m) for x in xs)  # a float product overflows to inf
-    return None if squares is None else _finite(math.sqrt(squares / (len(xs) - 1)))
+    return None if squares is None else finite_float(math.sqrt(squares / (len(xs) - 1)))
 
 
 def mean(values: Iterable[float | None]) -> float | None:
@@ -166,7 +166,7 @@ def t_interval(
     if m is None or s is None:
         return None
     half = t_quantile(0.5 + level / 2.0, len(xs) - 1) * s / math.sqrt(len(xs))
-    low, high = _finite(m - half), _finite(m + half)
+    low, high = finite_float(m - half), finite_float(m + half)
     return None if low is None or high is None else (low, high)
 
 
@@ -204,7 +204,8 @@ def bootstrap_interval(
         means.append(resampled)
     means.sort()
     alpha = (1.0 - level) / 2.0
-    low, high = _finite(_percentile(means, alpha)), _finite(_percentile(means, 1.0 - alpha))
+    low = finite_float(_percentile(means, alpha))
+    high = finite_float(_percentile(means, 1.0 - alpha))
     return None if low is None or high is None else (low, high)
 
 

@@ -18,8 +18,7 @@ from llem_cli.plan import (
     make_config_id,
     matches,
     order_experiments,
-    pause_before,
-    pause_setting,
+    pause,
     same_value,
 )
 
@@ -448,10 +447,7 @@ def test_each_pause_names_the_setting_it_comes_from(
 ) -> None:
     loaded = load_campaign(write_campaign(tmp_path, with_order(order)))
     experiments = list(order_experiments(loaded.configs, loaded.campaign))
-    pauses = [
-        (pause_before(a, b, loaded.campaign), pause_setting(a, b, loaded.campaign))
-        for a, b in itertools.pairwise(experiments)
-    ]
-    assert pause_before(None, experiments[0], loaded.campaign) == 0.0
+    pauses = [pause(a, b, loaded.campaign) for a, b in itertools.pairwise(experiments)]
+    assert pause(None, experiments[0], loaded.campaign) == (0.0, "gap")
     assert pauses.count((300.0, "cycle_gap")) == boundaries
     assert pauses.count((60.0, "gap")) == len(pauses) - boundaries

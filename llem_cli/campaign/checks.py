@@ -6,14 +6,13 @@ plan will use, so "validate says ok" and "plan runs" can never disagree.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 
 from llem_cli.campaign.compose_services import ComposeFileError, read_compose_services
 from llem_cli.campaign.model import NAME_PATTERN, Campaign
 from llem_cli.campaign.placeholders import BUILTINS, placeholder_names
-from llem_cli.campaign.problems import Problem, dotted
+from llem_cli.campaign.problems import Problem, did_you_mean, dotted
 from llem_cli.campaign.yaml_source import PathKey, SourceDoc, child
 from llem_cli.plan import Expansion, expand
 
@@ -150,8 +149,7 @@ def _check_compose_services(
         wanted = service or name
         if wanted in services:
             continue
-        close = difflib.get_close_matches(wanted, services, n=1, cutoff=0.6)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(wanted, services)
         default = "" if service else " (the backend's name: set 'service' to use another)"
         out.error(
             ("backends", name, "service"),

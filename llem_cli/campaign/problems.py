@@ -6,11 +6,19 @@ The format ``FILE:LINE:COL: field.path: message`` is part of the contract
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from llem_cli.campaign.yaml_source import PathKey, Position
 
 FILE_LEVEL = "(file)"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a mistyped ``word``, or ""."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def dotted(path: PathKey) -> str:

@@ -7,14 +7,13 @@ branch errors of one field are folded into one message.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from llem_cli.campaign import model as m
-from llem_cli.campaign.problems import Problem
+from llem_cli.campaign.problems import Problem, did_you_mean
 from llem_cli.campaign.yaml_source import PathKey, SourceDoc, child
 
 _UNION_MESSAGES: dict[str, str] = {
@@ -72,11 +71,8 @@ def _message(error: ErrorDetails, path: PathKey) -> str:
         model = _model_at(path[:-1])
         hint = ""
         if model is not None:
-            close = difflib.get_close_matches(unknown, list(model.model_fields), n=1, cutoff=0.6)
-            if close:
-                hint = f" (did you mean '{close[0]}'?)"
-            else:
-                hint = f" (allowed: {', '.join(model.model_fields)})"
+            hint = did_you_mean(unknown, model.model_fields)
+            hint = hint or f" (allowed: {', '.join(model.model_fields)})"
         return f"unknown key '{unknown}'{hint}"
     if kind == "string_pattern_mismatch":
         pattern = error.get("ctx", {}).get("pattern", "")

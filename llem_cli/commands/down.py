@@ -10,7 +10,7 @@ from llem_cli.campaign.load import load_campaign
 from llem_cli.docker.sweep import teardown_by_label
 from llem_cli.errors import LockHeld, UsageProblem
 from llem_cli.output import Output
-from llem_cli.run.lock import RunLock, read_holder
+from llem_cli.run.lock import RunLock
 from llem_cli.run.rundir import RunDir
 
 
@@ -54,10 +54,9 @@ def bring_down(target: Path, out: Output) -> int:
         try:
             lock.acquire()
         except LockHeld:
-            holder = read_holder(lock.project)
-            who = f"pid {holder.pid}, run directory {holder.run_dir}" if holder else "unknown"
             raise LockHeld(
-                f"{what}: a run is still active ({who}); its containers are in use",
+                f"{what}: a run is still active ({lock.holder_description()}); "
+                "its containers are in use",
                 hint="stop it with Ctrl-C or 'kill -TERM <pid>': it removes its containers itself",
             ) from None
     try:

@@ -8,13 +8,12 @@ read as 0. Student t intervals, bootstrap (fixed seed) where n >= 10.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from llem_cli.run.journal import Record
-from llem_cli.stats import Summary, summarize
+from llem_cli.stats import Summary, finite_float, summarize
 
 QUANTITIES = ("duration_s", "energy_j", "net_energy_j", "avg_power_w", "max_temp_c")
 
@@ -82,13 +81,7 @@ def unknown_axes(records: Sequence[Record], axes: Sequence[str]) -> list[str]:
 def _number(value: Any) -> float | None:
     """``value`` as a finite float, or None: not a number (a bool is not), NaN, infinite, or
     an int too large for a float (one such record must not sink the whole report)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
+    return None if isinstance(value, bool) else finite_float(value)
 
 
 def _ratio(numerator: Any, denominator: Any) -> float | None:
@@ -96,8 +89,7 @@ def _ratio(numerator: Any, denominator: Any) -> float | None:
     top, bottom = _number(numerator), _number(denominator)
     if top is None or not bottom:
         return None
-    quotient = top / bottom
-    return quotient if math.isfinite(quotient) else None
+    return finite_float(top / bottom)
 
 
 def _count_metric(per: Sequence[str], records: Iterable[Record]) -> list[str]:

@@ -147,14 +147,17 @@ class RunLock:
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         self._fd = fd
 
-    def _held_error(self) -> LockHeld:
+    def holder_description(self) -> str:
+        """Who holds the lock, for a message: ``pid N, run directory D``."""
         holder = read_holder(self.project, self.path.parent)
         if holder is None or holder.pid is None:
-            who = "another process (holder not yet recorded)"
-        else:
-            who = f"pid {holder.pid}, run directory {holder.run_dir}"
+            return "another process (holder not yet recorded)"
+        return f"pid {holder.pid}, run directory {holder.run_dir}"
+
+    def _held_error(self) -> LockHeld:
         return LockHeld(
-            f"another llem run holds the lock of compose project {self.project!r}: {who}",
+            f"another llem run holds the lock of compose project {self.project!r}: "
+            f"{self.holder_description()}",
             hint=f"wait for it to finish; lock file {self.path}",
         )
 

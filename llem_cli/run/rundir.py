@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from llem_cli.run.journal import JOURNAL_NAME, fsync_dir, replay
 
@@ -148,22 +148,29 @@ def _last_event_type(journal: Path, chunk: int = 8192) -> str | None:
     return None
 
 
-def is_unfinished(run: RunDir) -> bool:
-    """Whether the run started (a ``run_started`` event) and has not ``run_finished`` since.
+def run_phase(run: RunDir) -> Literal["finished", "unfinished", "not_started"]:
+    """Whether the run finished, started and has not ``run_finished`` since, or never started.
 
-    Aborted, interrupted and crashed runs are unfinished: ``--resume`` picks
-    them up. A directory whose journal never got a ``run_started`` is not a
-    run to resume: nothing in it was done, a new run is equivalent.
+    Aborted, interrupted and crashed runs are unfinished: ``--resume`` picks them up. A
+    directory whose journal never got a ``run_started`` is not a run to resume: nothing in it
+    was done, a new run is equivalent. Read from the journal's tail (and head), not replayed.
     """
     last = _last_event_type(run.journal)
     if last == "run_finished":
-        return False  # the common case for old runs, without reading the whole journal
+        return "finished"  # the common case for old runs, without reading the whole journal
     if last is not None:
         # every session's events follow its run_started, so the journal's head settles
         # "started" without a replay of what may be 100k records (the resume replays once)
-        return _first_event_type(run.journal) == "run_started"
+        return "unfinished" if _first_event_type(run.journal) == "run_started" else "not_started"
     state = replay(run.journal)  # the tail is unreadable: let the whole journal decide
-    return state.started and not state.finished
+    if state.finished:
+        return "finished"
+    return "unfinished" if state.started else "not_started"
+
+
+def is_unfinished(run: RunDir) -> bool:
+    """Whether the run started and has not finished (see :func:`run_phase`)."""
+    return run_phase(run) == "unfinished"
 
 
 def _first_event(journal: Path, limit: int = 1 << 20) -> dict[str, Any] | None:
@@ -204,9 +211,10 @@ def find_newest_unfinished(results_dir: Path | str, name: str) -> RunDir | None:
     the journal's tail without replaying it, so many long runs are still scanned quickly.
     """
     for run in reversed(list_runs(results_dir, name)):
-        if _last_event_type(run.journal) == "run_finished":
+        phase = run_phase(run)
+        if phase == "finished":
             return None
-        if is_unfinished(run):
+        if phase == "unfinished":
             return run
     return None
 

@@ -22,7 +22,7 @@ from llem_cli.docker.probe import ProbeResult
 from llem_cli.docker.proc import redact_text
 from llem_cli.docker.signals import SignalReceived
 from llem_cli.errors import RunAborted
-from llem_cli.plan import Experiment, pause_before, pause_setting
+from llem_cli.plan import Experiment, pause
 from llem_cli.run import decision as d
 from llem_cli.run.journal import Journal, Record, RunState
 from llem_cli.run.prune import to_prune
@@ -37,7 +37,7 @@ from llem_cli.runner.records import (
 from llem_cli.runner.telemetry import HostTelemetry, record_fields, without_window_figures
 
 #: Probe statuses the decision knows by name; any other failed probe is "failed".
-_PROBE_ERRORS = {"driver_not_loaded", "nvml_missing", "gpu_lost", "container_died", "timeout"}
+_PROBE_ERRORS = d.PROBE_ERRORS - {None, "failed"}
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -138,11 +138,10 @@ class CampaignLoop:
                 why = self.state.pruned[experiment.config.config_id]
                 self._finish(experiment, self._not_run(experiment, "pruned", why), "pruned")
                 continue
-            pause = pause_before(previous, experiment, self.campaign)
-            if pause > 0:
-                setting = pause_setting(previous, experiment, self.campaign)
-                self.emit({"type": "waiting", "seconds": pause, "why": "gap", "setting": setting})
-                self.sleep(pause)
+            seconds, setting = pause(previous, experiment, self.campaign)
+            if seconds > 0:
+                self.emit({"type": "waiting", "seconds": seconds, "why": "gap", "setting": setting})
+                self.sleep(seconds)
             previous = experiment
             self._run_one(experiment, index, total)
 
