@@ -17,7 +17,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from llem_cli.run.journal import Journal, Record, replay, utc_now_iso
+from llem_cli.runs.journal import Journal
+from llem_cli.runs.record import Record
+from llem_cli.runs.state import replay
+from llem_cli.timestamps import utc_now_iso
 
 
 def record(i: int) -> Record:

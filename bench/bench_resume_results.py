@@ -38,8 +38,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llem_cli.campaign.load import load_campaign  # noqa: E402
-from llem_cli.plan import order_experiments, stream_json  # noqa: E402
-from llem_cli.run.journal import Journal, Record, utc_now_iso  # noqa: E402
+from llem_cli.runner.schedule import order_experiments, stream_json  # noqa: E402
+from llem_cli.runs.journal import Journal  # noqa: E402
+from llem_cli.runs.record import Record
+from llem_cli.timestamps import utc_now_iso
 
 TARGET_S = 2.0
 TARGET_MB = 200.0
@@ -50,8 +52,8 @@ REPLAY_PENDING = """\
 import sys
 from pathlib import Path
 from llem_cli.campaign.load import load_campaign
-from llem_cli.plan import order_experiments
-from llem_cli.run.journal import replay
+from llem_cli.runner.schedule import order_experiments
+from llem_cli.runs.state import replay
 loaded = load_campaign(Path(sys.argv[1]))
 experiments = list(order_experiments(loaded.configs, loaded.campaign))
 state = replay(Path(sys.argv[2]) / "journal.jsonl", slim=True)

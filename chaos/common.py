@@ -36,7 +36,7 @@ from e2e_support import (  # noqa: E402 - tests/ is put on sys.path just above
     wait_for,
 )
 
-from llem_cli.run.journal import replay  # noqa: E402
+from llem_cli.runs.state import replay  # noqa: E402
 
 __all__ = [
     "TEST_IMAGE",

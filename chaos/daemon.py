@@ -36,7 +36,7 @@ from chaos.common import (
     tally,
     wait_for,
 )
-from llem_cli.run.journal import replay
+from llem_cli.runs.state import replay
 
 NAME = "Docker daemon stopped mid-run"
 #: how long llem may take to notice the daemon is gone and exit

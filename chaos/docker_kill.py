@@ -28,7 +28,7 @@ from chaos.common import (
     tally,
     wait_exit,
 )
-from llem_cli.run.journal import replay
+from llem_cli.runs.state import replay
 
 NAME = "docker kill backend container"
 EXPERIMENTS = 40

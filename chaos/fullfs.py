@@ -24,7 +24,7 @@ from chaos.common import (
     scratch,
     tally,
 )
-from llem_cli.run.journal import replay
+from llem_cli.runs.state import replay
 
 NAME = "results dir on a full filesystem"
 SIZES = [100_000, 230_000, 60_000, 150_000]

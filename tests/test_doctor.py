@@ -13,7 +13,7 @@ from conftest import TEST_IMAGE
 from nvml_stub import fixtures
 
 from llem_cli.commands.doctor import exit_code
-from llem_cli.doctor.checks import CAMPAIGN, ENVIRONMENT, FAIL, OK, WARN, Check
+from llem_cli.commands.doctor_checks import CAMPAIGN, ENVIRONMENT, FAIL, OK, WARN, Check
 
 nvml_stub_dir = fixtures.nvml_stub_dir
 

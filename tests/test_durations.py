@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llem_cli.durations import format_duration, parse_duration
+from llem_cli.campaign.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

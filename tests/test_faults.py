@@ -23,15 +23,18 @@ from click.testing import CliRunner
 from conftest import skip_unless_possible
 from e2e_support import E2ECampaign, of_type, ok_finishes, plan_keys
 
+from llem_cli.campaign.expansion import Config
 from llem_cli.cli import cli
 from llem_cli.docker.outcome import ExecOutcome
 from llem_cli.errors import EnvironmentProblem
-from llem_cli.plan import Config, Experiment
-from llem_cli.run.journal import Journal, Record, replay
-from llem_cli.run.rundir import RunDir
 from llem_cli.runner import faults as faults_mod
 from llem_cli.runner import records as records_mod
 from llem_cli.runner.records import record_from_outcome
+from llem_cli.runner.schedule import Experiment
+from llem_cli.runs.journal import Journal
+from llem_cli.runs.layout import RunDir
+from llem_cli.runs.record import Record
+from llem_cli.runs.state import replay
 
 # ---- fuzzing: malformed campaign files ----------------------------------------------------------
 

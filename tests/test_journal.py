@@ -9,17 +9,12 @@ import re
 
 import pytest
 
-from llem_cli.run import journal as journal_mod
-from llem_cli.run.journal import (
-    FINAL_STATUSES,
-    RECORD_FIELDS,
-    STATUSES,
-    Journal,
-    Record,
-    iter_events,
-    replay,
-    utc_now_iso,
-)
+from llem_cli.runs import journal as journal_mod
+from llem_cli.runs.journal import Journal
+from llem_cli.runs.journal_read import iter_events
+from llem_cli.runs.record import FINAL_STATUSES, RECORD_FIELDS, STATUSES, Record
+from llem_cli.runs.state import replay
+from llem_cli.timestamps import utc_now_iso
 
 # Copied from DESIGN.md "Run directory".
 DESIGN_FIELDS = [
@@ -320,7 +315,7 @@ def test_probe_lines_count_and_a_final_probe_is_the_last_event(path):
 
 
 def test_slim_replay_keeps_status_per_key_and_gpu_oom_records_in_full(path):
-    from llem_cli.run.journal import Settled
+    from llem_cli.runs.state import Settled
 
     with Journal(path) as j:
         j.append("run_started")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import skip_unless_possible
 
-from llem_cli.run.journal import Journal, replay
+from llem_cli.runs.journal import Journal
+from llem_cli.runs.state import replay
 
 
 def test_event_that_does_not_fit_is_cut_back_entirely(tmp_path: Path) -> None:

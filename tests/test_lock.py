@@ -14,7 +14,7 @@ import time
 import pytest
 
 from llem_cli.errors import EXIT_LOCKED, LockHeld
-from llem_cli.run.lock import LOCK_DIR_ENV, RunLock, lock_dir, lock_path, read_holder
+from llem_cli.runs.lock import LOCK_DIR_ENV, RunLock, lock_dir, lock_path, read_holder
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from llem_cli.errors import LockHeld
-    from llem_cli.run.lock import RunLock
+    from llem_cli.runs.lock import RunLock
     project, run_dir, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
     lock = RunLock(project, run_dir)
     try:

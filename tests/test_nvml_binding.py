@@ -27,7 +27,7 @@ stub = fixtures.stub
 
 
 def test_importing_telemetry_does_not_import_pynvml():
-    code = "import sys, llem_cli.telemetry, llem_cli.stats; print('pynvml' in sys.modules)"
+    code = "import sys, llem_cli.telemetry, llem_cli.results.stats; print('pynvml' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -11,16 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from llem_cli.campaign.expansion import make_config_id, matches, same_value
 from llem_cli.campaign.load import load_campaign
 from llem_cli.campaign.placeholders import render
 from llem_cli.cli import cli
-from llem_cli.plan import (
-    make_config_id,
-    matches,
-    order_experiments,
-    pause,
-    same_value,
-)
+from llem_cli.runner.schedule import order_experiments, pause
 
 # The DESIGN.md example, with the `vllm` backend it uses in its grid declared.
 DESIGN_EXAMPLE = """\

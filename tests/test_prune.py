@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llem_cli.run.prune import dominates, to_prune
+from llem_cli.runner.prune import dominates, to_prune
 
 
 @dataclass(frozen=True)

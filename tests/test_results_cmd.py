@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from llem_cli.cli import cli
-from llem_cli.run.journal import Journal, Record
-from llem_cli.run.rundir import create_run_dir
+from llem_cli.runs.journal import Journal
+from llem_cli.runs.layout import create_run_dir
+from llem_cli.runs.record import Record
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5 %, 2 degrees of freedom
 

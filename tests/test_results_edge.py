@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from llem_cli.campaign.expansion import make_config_id
 from llem_cli.cli import cli
-from llem_cli.plan import make_config_id
-from llem_cli.run.journal import Journal, Record
-from llem_cli.run.rundir import create_run_dir
+from llem_cli.runs.journal import Journal
+from llem_cli.runs.layout import create_run_dir
+from llem_cli.runs.record import Record
 
 
 def make_run(tmp_path: Path, experiments: list[dict[str, Any]]) -> Path:

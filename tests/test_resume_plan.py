@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from llem_cli.campaign.expansion import Config, make_config_id
 from llem_cli.errors import UsageProblem
-from llem_cli.plan import Config, Experiment, make_config_id
-from llem_cli.run.rundir import RunDir, planned_keys
+from llem_cli.runner.schedule import Experiment
 from llem_cli.runner.session import check_resume_compatible, write_plan
+from llem_cli.runs.layout import RunDir, planned_keys
 
 
 def experiments(batches: list[int]) -> list[Experiment]:

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from llem_cli.run.decision import (
+from llem_cli.runner.decision import (
     OUTCOMES,
     Action,
     Decision,

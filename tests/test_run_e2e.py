@@ -374,7 +374,8 @@ def test_resume_with_nothing_left_removes_the_killed_runs_containers(
     campaign: E2ECampaign,
 ) -> None:
     """llem killed after journaling its last record, before teardown: the resume cleans up."""
-    from llem_cli.run.journal import Journal, Record
+    from llem_cli.runs.journal import Journal
+    from llem_cli.runs.record import Record
 
     c = campaign
     c.write({"app": {"command": ["sh", "-c", SLEEP_ONCE % 1]}}, grid={"step": [1]})

@@ -8,19 +8,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from llem_cli.run import rundir as rundir_mod
-from llem_cli.run.journal import Journal
-from llem_cli.run.rundir import (
-    RunDir,
-    atomic_write_bytes,
-    atomic_write_text,
-    create_run_dir,
-    find_newest_unfinished,
-    is_unfinished,
-    list_runs,
-    new_run_id,
-    run_id_sort_key,
-)
+from llem_cli.atomic import atomic_write_bytes, atomic_write_text
+from llem_cli.runs import layout as rundir_mod
+from llem_cli.runs import state as state_mod
+from llem_cli.runs.journal import Journal
+from llem_cli.runs.layout import RunDir, create_run_dir, list_runs, new_run_id, run_id_sort_key
+from llem_cli.runs.resolve import find_newest_unfinished
+from llem_cli.runs.state import is_unfinished
 
 T0 = datetime(2026, 11, 28, 14, 5, 0, tzinfo=timezone.utc)
 
@@ -142,7 +136,7 @@ def test_finished_run_is_seen_from_the_tail_without_replay(tmp_path, monkeypatch
     def no_replay(path):
         raise AssertionError("replayed a finished run")
 
-    monkeypatch.setattr(rundir_mod, "replay", no_replay)
+    monkeypatch.setattr(state_mod, "replay", no_replay)
     assert not is_unfinished(run)
 
 

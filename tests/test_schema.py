@@ -10,8 +10,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from llem_cli.campaign.durations import parse_duration
 from llem_cli.cli import cli
-from llem_cli.durations import parse_duration
 
 DESIGN_EXAMPLE = """\
 name: llama-batch

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from llem_cli.stats import (
+from llem_cli.results.stats import (
     bootstrap_interval,
     mean,
     regularized_incomplete_beta,

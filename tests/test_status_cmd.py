@@ -20,7 +20,7 @@ from e2e_support import E2ECampaign, kill9, wait_for
 
 from llem_cli.cli import cli
 from llem_cli.commands.status import STATES
-from llem_cli.run.rundir import create_run_dir
+from llem_cli.runs.layout import create_run_dir
 
 KEY = "abcdef012345-c1"
 

@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 
 from llem_cli.campaign.compose_services import ComposeFileError, read_compose_services
+from llem_cli.campaign.expansion import Expansion, expand
 from llem_cli.campaign.model import NAME_PATTERN, Campaign
 from llem_cli.campaign.placeholders import BUILTINS, placeholder_names
 from llem_cli.campaign.problems import Problem, did_you_mean, dotted
 from llem_cli.campaign.yaml_source import PathKey, SourceDoc, child
-from llem_cli.plan import Expansion, expand
 
 
 class _Collector:

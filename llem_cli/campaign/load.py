@@ -8,12 +8,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from llem_cli.campaign.checks import check_campaign, check_raw
+from llem_cli.campaign.expansion import Config
 from llem_cli.campaign.model import Campaign
 from llem_cli.campaign.problems import Problem
 from llem_cli.campaign.pydantic_errors import problems_from_validation
 from llem_cli.campaign.yaml_source import Position, SourceError, load_source, read_text
 from llem_cli.errors import CampaignInvalid
-from llem_cli.plan import Config
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
-from llem_cli.durations import parse_duration
+from llem_cli.campaign.durations import parse_duration
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"

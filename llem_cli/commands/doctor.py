@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from llem_cli.doctor.checks import (
+from llem_cli.commands.doctor_checks import (
     CAMPAIGN,
     FAIL,
     OK,

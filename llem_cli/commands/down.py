@@ -10,8 +10,8 @@ from llem_cli.campaign.load import load_campaign
 from llem_cli.docker.sweep import teardown_by_label
 from llem_cli.errors import LockHeld, UsageProblem
 from llem_cli.output import Output
-from llem_cli.run.lock import RunLock
-from llem_cli.run.rundir import RunDir
+from llem_cli.runs.layout import RunDir
+from llem_cli.runs.lock import RunLock
 
 
 def project_of_run(run: RunDir) -> str | None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
+from llem_cli.campaign.durations import format_duration
 from llem_cli.campaign.load import load_campaign
-from llem_cli.durations import format_duration
 from llem_cli.output import Output
-from llem_cli.plan import Experiment, order_experiments, pause_before, stream_json
+from llem_cli.runner.schedule import Experiment, order_experiments, pause_before, stream_json
 
 
 def show_plan(file: Path, *, as_json: bool, limit: int, out: Output) -> None:

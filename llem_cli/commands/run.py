@@ -14,11 +14,11 @@ from llem_cli.docker.override import render_override
 from llem_cli.docker.proc import DryRunRunner
 from llem_cli.errors import LlemError
 from llem_cli.output import Output
-from llem_cli.plan import Experiment, order_experiments, pause_before
-from llem_cli.run.rundir import new_run_id
-from llem_cli.runner.command import experiment_argv, experiment_environment
+from llem_cli.runner.experiment_command import experiment_argv, experiment_environment
 from llem_cli.runner.reporter import JsonReporter, PlainReporter, Reporter, RichReporter
+from llem_cli.runner.schedule import Experiment, order_experiments, pause_before
 from llem_cli.runner.session import RunRequest, execute
+from llem_cli.runs.layout import new_run_id
 
 
 def run_campaign(

@@ -12,8 +12,8 @@ import click
 from llem_cli.campaign.load import load_campaign
 from llem_cli.errors import UsageProblem
 from llem_cli.output import Output
-from llem_cli.run.journal import RunState, replay
-from llem_cli.run.rundir import RunDir, list_runs, planned_keys, run_id_sort_key
+from llem_cli.runs.layout import RunDir, list_runs, planned_keys, run_id_sort_key
+from llem_cli.runs.state import RunState, replay
 
 
 def newest_run_under(results: Path) -> RunDir | None:

@@ -17,8 +17,8 @@ from llem_cli.docker.proc import (
     SubprocessRunner,
     redact_argv,
 )
-from llem_cli.docker.signals import SignalReceived, deferred, handle_signals
 from llem_cli.docker.sweep import teardown_by_label
+from llem_cli.signals import SignalReceived, deferred, handle_signals
 
 __all__ = [
     "CommandFailed",

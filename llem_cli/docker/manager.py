@@ -47,9 +47,9 @@ from llem_cli.docker.outcome import (
 )
 from llem_cli.docker.override import OVERRIDE_NAME, write_override
 from llem_cli.docker.proc import CommandFailed, Result, Runner, SubprocessRunner, last_line
-from llem_cli.docker.signals import deferred
 from llem_cli.docker.sweep import NO_SUCH, PROJECT_LABEL, teardown_by_label
 from llem_cli.errors import EnvironmentProblem, LlemError
+from llem_cli.signals import deferred
 
 log = logging.getLogger("llem.docker")
 

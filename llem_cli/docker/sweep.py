@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from llem_cli.docker.compose import docker_argv, require_ok
 from llem_cli.docker.override import RUN_LABEL
 from llem_cli.docker.proc import CommandFailed, Runner, SubprocessRunner
-from llem_cli.docker.signals import deferred
+from llem_cli.signals import deferred
 
 PROJECT_LABEL = "com.docker.compose.project"
 # docker's answer for a container (or object) that is already gone; shared with the manager

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llem_cli.run.journal import Record
-from llem_cli.stats import Summary, finite_float, summarize
+from llem_cli.results.stats import Summary, finite_float, summarize
+from llem_cli.runs.record import Record
 
 QUANTITIES = ("duration_s", "energy_j", "net_energy_j", "avg_power_w", "max_temp_c")
 

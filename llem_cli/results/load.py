@@ -9,8 +9,9 @@ from typing import cast
 import yaml
 
 from llem_cli.errors import UsageProblem
-from llem_cli.run.journal import Record, replay
-from llem_cli.run.rundir import RunDir, planned_keys
+from llem_cli.runs.layout import RunDir, planned_keys
+from llem_cli.runs.record import Record
+from llem_cli.runs.state import replay
 
 
 @dataclass

@@ -17,8 +17,10 @@ from typing import Any
 
 from llem_cli.docker.compose import daemon_problem
 from llem_cli.errors import EnvironmentProblem
-from llem_cli.run.journal import Journal, Record, iter_events
-from llem_cli.run.rundir import RunDir
+from llem_cli.runs.journal import Journal
+from llem_cli.runs.journal_read import iter_events
+from llem_cli.runs.layout import RunDir
+from llem_cli.runs.record import Record
 
 #: errors writing the run directory that the user fixes outside llem (then ``--resume``)
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})

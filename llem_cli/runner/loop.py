@@ -20,21 +20,23 @@ from llem_cli.campaign.load import LoadedCampaign
 from llem_cli.docker.manager import ContainerManager
 from llem_cli.docker.probe import ProbeResult
 from llem_cli.docker.proc import redact_text
-from llem_cli.docker.signals import SignalReceived
 from llem_cli.errors import RunAborted
-from llem_cli.plan import Experiment, pause
-from llem_cli.run import decision as d
-from llem_cli.run.journal import Journal, Record, RunState
-from llem_cli.run.prune import to_prune
-from llem_cli.run.rundir import RunDir
-from llem_cli.runner.command import experiment_argv, experiment_environment
+from llem_cli.runner import decision as d
+from llem_cli.runner.experiment_command import experiment_argv, experiment_environment
+from llem_cli.runner.measuring import HostTelemetry, record_fields, without_window_figures
+from llem_cli.runner.prune import to_prune
 from llem_cli.runner.records import (
     record_from_outcome,
     record_interrupted,
     record_not_run,
     set_aside_stale_result,
 )
-from llem_cli.runner.telemetry import HostTelemetry, record_fields, without_window_figures
+from llem_cli.runner.schedule import Experiment, pause
+from llem_cli.runs.journal import Journal
+from llem_cli.runs.layout import RunDir
+from llem_cli.runs.record import Record
+from llem_cli.runs.state import RunState
+from llem_cli.signals import SignalReceived
 
 #: Probe statuses the decision knows by name; any other failed probe is "failed".
 _PROBE_ERRORS = d.PROBE_ERRORS - {None, "failed"}

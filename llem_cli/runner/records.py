@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from llem_cli.atomic import atomic_write_text
 from llem_cli.docker.compose import daemon_problem, daemon_unreachable
 from llem_cli.docker.outcome import ExecOutcome
 from llem_cli.docker.proc import redact_text
 from llem_cli.errors import EnvironmentProblem
-from llem_cli.plan import Experiment
-from llem_cli.run.journal import RECORD_FIELDS, Record
-from llem_cli.run.rundir import atomic_write_text
+from llem_cli.runner.schedule import Experiment
+from llem_cli.runs.record import RECORD_FIELDS, Record
 
 RESULT_FILE = "result.json"
 

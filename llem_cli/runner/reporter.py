@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any, Protocol, TextIO
 
-from llem_cli.durations import format_duration
-from llem_cli.run.journal import finite_only
+from llem_cli.campaign.durations import format_duration
+from llem_cli.runs.record import finite_only
 
 
 class Reporter(Protocol):

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from llem_cli.atomic import atomic_write_text
 from llem_cli.campaign.load import LoadedCampaign
 from llem_cli.docker.compose import discover_compose
 from llem_cli.docker.manager import ContainerManager, StartFailed
 from llem_cli.docker.proc import CommandFailed
-from llem_cli.docker.signals import handle_signals
 from llem_cli.docker.sweep import teardown_by_label
 from llem_cli.errors import (
     EXIT_ABORTED,
@@ -33,17 +33,6 @@ from llem_cli.errors import (
     RunAborted,
     UsageProblem,
 )
-from llem_cli.plan import Experiment, order_experiments, stream_json
-from llem_cli.run.journal import Journal, Record, RunState, replay
-from llem_cli.run.lock import RunLock
-from llem_cli.run.rundir import (
-    RunDir,
-    atomic_write_text,
-    campaign_of_run,
-    create_run_dir,
-    find_newest_unfinished,
-    planned_keys,
-)
 from llem_cli.runner.faults import (
     check_daemon,
     disk_problem,
@@ -53,6 +42,14 @@ from llem_cli.runner.faults import (
 from llem_cli.runner.loop import CampaignLoop
 from llem_cli.runner.records import write_results_csv
 from llem_cli.runner.reporter import Reporter
+from llem_cli.runner.schedule import Experiment, order_experiments, stream_json
+from llem_cli.runs.journal import Journal
+from llem_cli.runs.layout import RunDir, create_run_dir, planned_keys
+from llem_cli.runs.lock import RunLock
+from llem_cli.runs.record import Record
+from llem_cli.runs.resolve import campaign_of_run, find_newest_unfinished
+from llem_cli.runs.state import RunState, replay
+from llem_cli.signals import handle_signals
 
 log = logging.getLogger(__name__)
 

@@ -9,17 +9,15 @@ atomically: a reader or a crash sees the old file or the new, never half.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
 
-from llem_cli.run.journal import JOURNAL_NAME, fsync_dir, replay
+from llem_cli.atomic import fsync_dir
+from llem_cli.runs.journal import JOURNAL_NAME
 
 RUN_ID_FORMAT = "%Y%m%dT%H%M%SZ"
 _RUN_ID = re.compile(r"(\d{8}T\d{6}Z)(?:-([1-9]\d*))?")
@@ -124,126 +122,6 @@ def list_runs(results_dir: Path | str, name: str) -> list[RunDir]:
         return []
     runs = [(run_id_sort_key(e.name), e.path) for e in entries if e.is_dir()]
     return [RunDir(Path(path)) for key, path in sorted((k, p) for k, p in runs if k)]
-
-
-def _last_event_type(journal: Path, chunk: int = 8192) -> str | None:
-    """Type of the journal's last readable event, read from its tail only."""
-    try:
-        with open(journal, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - chunk))
-            tail = f.read()
-    except FileNotFoundError:
-        return None
-    lines = tail.split(b"\n")
-    if size > chunk:
-        lines = lines[1:]  # the first piece may be the end of a longer line
-    for line in reversed(lines):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and isinstance(event.get("type"), str):
-            return event["type"]
-    return None
-
-
-def run_phase(run: RunDir) -> Literal["finished", "unfinished", "not_started"]:
-    """Whether the run finished, started and has not ``run_finished`` since, or never started.
-
-    Aborted, interrupted and crashed runs are unfinished: ``--resume`` picks them up. A
-    directory whose journal never got a ``run_started`` is not a run to resume: nothing in it
-    was done, a new run is equivalent. Read from the journal's tail (and head), not replayed.
-    """
-    last = _last_event_type(run.journal)
-    if last == "run_finished":
-        return "finished"  # the common case for old runs, without reading the whole journal
-    if last is not None:
-        # every session's events follow its run_started, so the journal's head settles
-        # "started" without a replay of what may be 100k records (the resume replays once)
-        return "unfinished" if _first_event_type(run.journal) == "run_started" else "not_started"
-    state = replay(run.journal)  # the tail is unreadable: let the whole journal decide
-    if state.finished:
-        return "finished"
-    return "unfinished" if state.started else "not_started"
-
-
-def is_unfinished(run: RunDir) -> bool:
-    """Whether the run started and has not finished (see :func:`run_phase`)."""
-    return run_phase(run) == "unfinished"
-
-
-def _first_event(journal: Path, limit: int = 1 << 20) -> dict[str, Any] | None:
-    """The journal's first event, read from its first line only (None if unreadable)."""
-    try:
-        with open(journal, "rb") as f:
-            line = f.readline(limit)
-    except FileNotFoundError:
-        return None
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
-
-
-def _first_event_type(journal: Path) -> str | None:
-    """Type of the journal's first event."""
-    event = _first_event(journal)
-    return event.get("type") if event else None
-
-
-def campaign_of_run(run: RunDir) -> str | None:
-    """The campaign name the run was started for (its first ``run_started``), None if unknown."""
-    event = _first_event(run.journal)
-    name = event.get("campaign") if event and event.get("type") == "run_started" else None
-    return name if isinstance(name, str) else None
-
-
-def find_newest_unfinished(results_dir: Path | str, name: str) -> RunDir | None:
-    """The run ``--resume`` continues: the newest run of ``name``, if it is unfinished.
-
-    An unfinished run older than a finished one was superseded: the user started over (a
-    plain ``llem run``) and that run finished, so resuming the old one would run again what
-    the newer run measured, and, if the campaign file changed since, refuse for ever. None
-    means "start a new run". Directories whose journal never got a ``run_started`` are not
-    runs (nothing was done in them) and are passed over. Finished runs are recognised from
-    the journal's tail without replaying it, so many long runs are still scanned quickly.
-    """
-    for run in reversed(list_runs(results_dir, name)):
-        phase = run_phase(run)
-        if phase == "finished":
-            return None
-        if phase == "unfinished":
-            return run
-    return None
-
-
-def atomic_write_bytes(path: Path | str, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so that readers and crashes see old or new, never half.
-
-    Writes a temporary file beside it, fsyncs it, ``os.replace``s it over the
-    target, then fsyncs the directory so the rename itself is durable.
-    """
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(target.parent)
-
-
-def atomic_write_text(path: Path | str, text: str, *, mode: int = 0o644) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode(), mode=mode)
 
 
 _PLAN_KEY = re.compile(r'\s*,?\s*\{"key": "([^"]+)"')

@@ -10,7 +10,7 @@ from typing import Any
 from llem_cli.campaign.model import Campaign
 from llem_cli.campaign.placeholders import render
 from llem_cli.docker.contract import container_experiment_dir, experiment_env
-from llem_cli.plan import Experiment
+from llem_cli.runner.schedule import Experiment
 
 
 def placeholder_values(run_id: str, experiment: Experiment) -> dict[str, Any]:

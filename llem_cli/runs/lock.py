@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from llem_cli.errors import EnvironmentProblem, LockHeld
-from llem_cli.run.journal import utc_now_iso
+from llem_cli.timestamps import utc_now_iso
 
 LOCK_DIR_ENV = "LLEM_LOCK_DIR"
 

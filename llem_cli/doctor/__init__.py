@@ -1,1 +1,0 @@
-"""``llem doctor``: checks of the environment a campaign needs, each with its fix."""
