@@ -58,7 +58,7 @@ APP = f"services:\n  app: {{image: {TEST_IMAGE}, network_mode: none}}\n"
 
 @pytest.mark.docker
 def test_doctor_on_a_working_engine_exits_0_and_checks_the_campaign() -> None:
-    demo = Path(__file__).parents[1] / "campaigns" / "demo.yaml"
+    demo = Path(__file__).parents[2] / "campaigns" / "demo.yaml"
     done = doctor(str(demo), "--json")
     assert done.returncode == 0, done.stderr
     found = checks(done)

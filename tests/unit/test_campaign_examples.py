@@ -17,7 +17,7 @@ import pytest
 from llem_cli.campaign.load import check_file, load_campaign
 from llem_cli.init_templates import BACKENDS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (ROOT / "campaigns").glob("*.yaml") if p.name != "demo.yaml")
 COMPARE = ROOT / "campaigns" / "engines-compare.yaml"
 SMOKE = ROOT / "campaigns" / "smoke.yaml"

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from llem_cli.cli import cli
 
-CORPUS = Path(__file__).parent / "corpus"
+CORPUS = Path(__file__).parents[1] / "corpus"
 EXPECTED: dict[str, dict] = yaml.safe_load((CORPUS / "expected.yaml").read_text())
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<path>.+?): (?P<msg>.*)$")
 

@@ -26,7 +26,7 @@ from llem_cli.docker.proc import Result, SubprocessRunner
 from llem_cli.docker.sweep import teardown_by_label
 
 pytestmark = pytest.mark.docker
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MakeManager = Callable[..., ContainerManager]
 
 

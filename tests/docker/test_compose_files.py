@@ -24,7 +24,7 @@ import yaml
 
 from llem_cli.init_templates import BACKENDS, SCRIPT_SOURCES, render_compose, script_source
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
 SCRIPTS = COMPOSE / "scripts"
 ENGINE_FILES = sorted(COMPOSE / f"{name}.yml" for name in BACKENDS)

@@ -16,7 +16,7 @@ from llem_cli.campaign import compose_services
 from llem_cli.campaign.compose_services import parse_compose_services
 from llem_cli.cli import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 COMPOSE = """\
 services:

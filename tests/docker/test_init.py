@@ -15,7 +15,7 @@ from llem_cli.campaign.load import check_file, load_campaign
 from llem_cli.cli import cli
 from llem_cli.init_templates import BACKENDS, DEFAULT_MODEL, script_source
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMBINATIONS = [
     list(combo)
     for n in range(1, len(BACKENDS) + 1)
