@@ -3,10 +3,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv engine lint test demo bench chaos clean
+.PHONY: help venv engine lint unit test demo bench chaos clean
 
 help:
 	@echo "make demo   - run the demo campaign end to end (starts a local Docker engine if needed)"
+	@echo "make unit   - the tests that need no Docker engine (tests/unit, under a minute)"
 	@echo "make test   - ruff, mypy + the whole test suite against a real Docker engine"
 	@echo "make bench  - overhead benchmarks (prints ratios)"
 	@echo "make chaos  - fault-injection suite (CHAOS_ARGS=--quick for fewer repeats)"
@@ -22,8 +23,12 @@ engine:
 	bash scripts/engine.sh --with-compose-v1
 
 lint: venv
-	$(VENV)/bin/ruff check llem_cli tests bench chaos
+	$(VENV)/bin/ruff check llem_cli llem_testkit tests bench chaos
 	$(VENV)/bin/mypy
+
+# no Docker engine needed (tests/docker and tests/e2e hold what does: marker docker)
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
 
 test: venv engine lint
 	$(VENV)/bin/pytest -q
@@ -52,7 +57,7 @@ bench: venv engine $(BENCH_TOOLS)
 # fault injection (docs/reliability.md): kill -9, docker kill, daemon stop, full disk, fuzzing,
 # secrets; one table row per scenario, non-zero exit on any failure. CHAOS_ARGS=--quick for a smoke run
 chaos: venv engine
-	$(PY) chaos/run_all.py $(CHAOS_ARGS)
+	$(PY) -m chaos.run_all $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

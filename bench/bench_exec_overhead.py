@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llem_cli.docker import ContainerManager  # noqa: E402
+from llem_cli.docker import ContainerManager
+from llem_testkit import TEST_IMAGE
 
 COMPOSE = """\
 services:
@@ -48,7 +46,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=30, help="experiments (default 30)")
     parser.add_argument("--run-n", type=int, default=5, help="`compose run --rm` calls (slow)")
-    parser.add_argument("--image", default="llem-test-busybox:latest")
+    parser.add_argument("--image", default=TEST_IMAGE)
     args = parser.parse_args()
 
     tag = uuid.uuid4().hex[:8]

@@ -35,17 +35,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llem_cli.campaign.load import load_campaign  # noqa: E402
-from llem_cli.runner.schedule import order_experiments, stream_json  # noqa: E402
-from llem_cli.runs.journal import Journal  # noqa: E402
+from llem_cli.campaign.load import load_campaign
+from llem_cli.runner.schedule import order_experiments, stream_json
+from llem_cli.runs.journal import Journal
 from llem_cli.runs.record import Record
 from llem_cli.timestamps import utc_now_iso
+from llem_testkit import TEST_IMAGE
 
 TARGET_S = 2.0
 TARGET_MB = 200.0
-IMAGE = "llem-test-busybox:latest"
+IMAGE = TEST_IMAGE
 CYCLES = 5  # experiments per configuration: what the per-configuration statistics work on
 
 REPLAY_PENDING = """\

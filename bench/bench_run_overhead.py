@@ -54,7 +54,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-IMAGE = "llem-test-busybox:latest"
+from llem_testkit import TEST_IMAGE
+
+IMAGE = TEST_IMAGE
 GPU_RESERVATION = (
     "    deploy:\n      resources:\n        reservations:\n          devices:\n"
     "            - driver: nvidia\n              count: all\n"

@@ -1,7 +1,8 @@
 """What every chaos scenario shares: the result row, campaigns on disk, journal checks.
 
-Campaigns are written and driven with the helpers of the end-to-end tests (``tests/e2e_support``):
-real ``llem`` processes (``python -m llem_cli``), a real engine, the busybox test image.
+Campaigns are written and driven with the helpers of the end-to-end tests (``llem_testkit.e2e``,
+the harness package installed with llem's dev install): real ``llem`` processes
+(``python -m llem_cli``), a real engine, the busybox test image.
 """
 
 from __future__ import annotations
@@ -18,12 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
-
-from e2e_support import (  # noqa: E402 - tests/ is put on sys.path just above
-    TEST_IMAGE,
+from llem_cli.runs.state import replay
+from llem_testkit import REPO_ROOT, TEST_IMAGE
+from llem_testkit.e2e import (
     E2ECampaign,
     containers,
     events,
@@ -36,7 +34,8 @@ from e2e_support import (  # noqa: E402 - tests/ is put on sys.path just above
     wait_for,
 )
 
-from llem_cli.runs.state import replay  # noqa: E402
+#: the checkout chaos runs from
+REPO = REPO_ROOT
 
 __all__ = [
     "TEST_IMAGE",

@@ -1,6 +1,7 @@
 """Run every chaos scenario and print one table row each (``make chaos``).
 
-    python chaos/run_all.py [--quick] [--seed N] [--only NAME[,NAME...]] [--json FILE]
+    python -m chaos.run_all [--quick] [--seed N] [--only NAME[,NAME...]] [--json FILE]
+    python chaos/run_all.py ...   (the same, run as a file)
 
 Exit 0 when every scenario passed (nothing lost, duplicated or left running), 1 otherwise.
 """
@@ -18,8 +19,19 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):
+    # Run as a file (python chaos/run_all.py): load the package chaos/ from where this file is, so
+    # that `chaos.*` imports resolve with no sys.path edit (llem_cli and llem_testkit come from
+    # the dev install). `python -m chaos.run_all` from the repository root needs none of this.
+    import importlib.util
+
+    _HERE = Path(__file__).resolve().parent
+    _SPEC = importlib.util.spec_from_file_location(
+        "chaos", _HERE / "__init__.py", submodule_search_locations=[str(_HERE)]
+    )
+    assert _SPEC is not None and _SPEC.loader is not None
+    sys.modules["chaos"] = importlib.util.module_from_spec(_SPEC)
+    _SPEC.loader.exec_module(sys.modules["chaos"])
 
 from chaos.common import REPO, Row, log
 

@@ -10,7 +10,7 @@ import click
 
 from llem_cli import __version__
 from llem_cli.error_handler import error_handler
-from llem_cli.output import Output, get_output
+from llem_cli.output import Output, configure_logging, get_output
 
 
 class LlemGroup(click.Group):
@@ -53,6 +53,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, no_color: bool) -> None:
       llem schema > llem-campaign.schema.json
     """
     ctx.obj = Output.from_flags(verbose, quiet, no_color)
+    configure_logging(ctx.obj)
 
 
 @cli.command()
@@ -339,13 +340,15 @@ def init(
     """Write a commented starting campaign (default PATH: campaign.yaml) that validates as written.
 
     Without --compose the campaign uses compose/<backend>.yml beside or above PATH (this
-    repository's layout). Existing files are never overwritten without --force (exit 2).
+    repository's layout); where there is none (as after `pip install llem`), init writes the
+    compose file and the scripts it mounts beside PATH, as --compose does, one output line per
+    file. Existing files are never overwritten without --force (exit 2).
 
     \b
     Examples:
       llem init --backend vllm --compose                 # campaign.yaml + campaign.compose.yml
       llem init -b pytorch -b vllm --model meta-llama/Llama-3.2-1B my.yaml --compose
-      llem init campaigns/mine.yaml -b sglang            # uses compose/sglang.yml
+      llem init campaigns/mine.yaml -b sglang            # uses compose/sglang.yml if found
     """
     from llem_cli.commands.init import init_campaign
 

@@ -1,11 +1,14 @@
-"""What llem prints, and how: verbosity, colour, and the lazily-made rich console.
+"""What llem prints, and how: verbosity, colour, the lazily-made rich console, and logging.
 
 rich is imported only when a command draws a table or a progress display, so
-``llem --help`` and ``llem validate`` start fast.
+``llem --help`` and ``llem validate`` start fast. Log records of llem's modules go through the
+same :class:`Output` as everything else (:func:`configure_logging`): a warning looks like every
+other warning, ``-q`` silences what it silences elsewhere, ``-v`` shows the detail.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -79,3 +82,46 @@ def get_output() -> Output:
             return ctx.obj
         ctx = ctx.parent
     return Output(color=sys.stderr.isatty() and not os.environ.get("NO_COLOR"))
+
+
+#: the logger every llem module's ``logging.getLogger(__name__)`` descends from
+LOGGER_NAME = "llem_cli"
+
+
+class OutputHandler(logging.Handler):
+    """Sends log records to the current command's :class:`Output` (warnings stay warnings)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print one record the way the command prints its own lines."""
+        try:
+            text = self.format(record)
+            out = get_output()
+            if record.levelno >= logging.ERROR:
+                out.error(text)
+            elif record.levelno >= logging.WARNING:
+                out.warn(text)
+            elif record.levelno >= logging.INFO:
+                out.info(text)
+            else:
+                out.detail(text)
+        except Exception:  # noqa: BLE001 - logging must never take the command down
+            self.handleError(record)
+
+
+def log_level(out: Output) -> int:
+    """``-q``: errors only; default: warnings; ``-v``: info; ``-vv``: debug."""
+    if out.quiet:
+        return logging.ERROR
+    if out.verbosity >= 2:
+        return logging.DEBUG
+    return logging.INFO if out.verbosity == 1 else logging.WARNING
+
+
+def configure_logging(out: Output) -> None:
+    """Route llem's log records through ``out`` at the level its flags ask for (idempotent)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        if isinstance(handler, OutputHandler):
+            logger.removeHandler(handler)
+    logger.addHandler(OutputHandler())
+    logger.setLevel(log_level(out))

@@ -1,121 +1,71 @@
-"""Shared test setup: the ``docker`` marker rule and real compose projects in temporary folders.
+"""Shared test setup: the ``docker`` marker rule, the folder layout rule and the shared fixtures.
+
+The helpers live in the harness package :mod:`llem_testkit` (installed with ``pip install -e``,
+so imported by name: no ``sys.path`` edit, no ``from conftest import``); only the pytest
+fixtures built on them are defined here.
 
 Tests marked ``docker`` skip only when no engine is reachable and ``LLEM_REQUIRE_DOCKER`` is unset;
-with it set (``.ci/run`` sets it) a missing engine fails them. Any other "cannot be staged
-here" goes through :func:`skip_unless_possible`, which follows the same rule.
-``scripts/engine.sh`` starts an engine and builds the test image ``llem-test-busybox:latest``.
+with it set (``.ci/run`` sets it) a missing engine fails them (``llem_testkit.engine``).
+``scripts/engine.sh`` starts an engine and builds the test image.
+
+Layout: ``tests/unit`` needs no Docker engine (``make unit``); ``tests/docker`` and ``tests/e2e``
+hold the tests that do, each marked ``docker`` (module-level ``pytestmark``). A test in the wrong
+folder for its marker fails, saying so (:func:`folder_problem`).
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import subprocess
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
-from e2e_support import E2ECampaign, campaign_for
 
-FIXTURES = Path(__file__).parent / "fixtures"
-COMPOSE_DIR = FIXTURES / "compose"
-TEST_IMAGE = "llem-test-busybox:latest"
+from llem_testkit.e2e import E2ECampaign, campaign_for
+from llem_testkit.engine import require_engine
+from llem_testkit.nvml_stub import (
+    LEGACY_DEFINES,
+    Stub,
+    build_stub,
+    make_no_nvml_dir,
+    new_stub,
+)
+from llem_testkit.runspec import RunSpec, cleanup_spec, new_spec
+
+TESTS = Path(__file__).resolve().parent
+#: folders whose every test needs a Docker engine (marker ``docker``)
+ENGINE_FOLDERS = ("docker", "e2e")
+#: the folder of tests that must pass with no engine reachable
+UNIT_FOLDER = "unit"
 
 
-@functools.lru_cache(maxsize=1)
-def engine_problem() -> str | None:
-    """Why docker tests cannot run here (``None``: an engine answers and the image exists)."""
+def folder_problem(path: Path, marked: bool) -> str | None:
+    """Why a test (file ``path``, marked ``docker`` or not) is in the wrong folder, if it is."""
     try:
-        done = subprocess.run(
-            ["docker", "version", "--format", "{{.Server.Version}}"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
+        folder = path.resolve().relative_to(TESTS).parts[0]
+    except ValueError:  # a test outside tests/, given on the command line
+        return None
+    if folder == UNIT_FOLDER and marked:
+        return "marked docker, but tests/unit needs no Docker engine: move it to tests/docker"
+    if folder in ENGINE_FOLDERS and not marked:
+        return (
+            f"in tests/{folder} but not marked docker: set pytestmark = pytest.mark.docker, "
+            "or move it to tests/unit if it needs no engine"
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"no Docker engine reachable ({exc})"
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["docker version failed"])[-1]
-        return f"no Docker engine reachable ({last})"
     return None
-
-
-@functools.lru_cache(maxsize=1)
-def image_problem() -> str | None:
-    """Why the test image is unusable (``None``: it exists)."""
-    done = subprocess.run(
-        ["docker", "image", "inspect", TEST_IMAGE],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=20,
-        check=False,
-    )
-    if done.returncode != 0:
-        return f"test image {TEST_IMAGE} missing: run scripts/engine.sh"
-    return None
-
-
-def docker_required() -> bool:
-    """True when docker tests must run (CI): ``LLEM_REQUIRE_DOCKER`` set and not empty/0."""
-    return os.environ.get("LLEM_REQUIRE_DOCKER", "") not in ("", "0")
-
-
-def skip_unless_possible(reason: str) -> NoReturn:
-    """Skip a test this host cannot stage, but fail it where tests must run (CI).
-
-    With ``LLEM_REQUIRE_DOCKER`` set (CI: root, gcc, an engine) nothing may be silently dropped,
-    so what would be a skip elsewhere is a failure there, naming the reason.
-    """
-    if docker_required():
-        pytest.fail(f"LLEM_REQUIRE_DOCKER is set but {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
 def _docker_marker(request: pytest.FixtureRequest) -> None:
-    """Apply the ``docker`` marker rule of DESIGN.md to each marked test."""
-    if request.node.get_closest_marker("docker") is None:
-        return
-    problem = engine_problem()
+    """Apply the folder rule, then the ``docker`` marker rule of DESIGN.md, to each test."""
+    marked = request.node.get_closest_marker("docker") is not None
+    problem = folder_problem(Path(request.node.path), marked)
     if problem is not None:
-        if docker_required():
-            pytest.fail(f"LLEM_REQUIRE_DOCKER is set but {problem}")
-        pytest.skip(problem)
-    problem = image_problem()
-    if problem is not None:  # an engine is there: never skip, say what to do
         pytest.fail(problem)
+    if marked:
+        require_engine()
 
 
-@dataclass
-class RunSpec:
-    """One test run's names and places; cleaned up by label and project after the test."""
-
-    project: str
-    run_id: str
-    run_dir: Path
-    files: list[Path] = field(default_factory=lambda: [COMPOSE_DIR / "basic.yml"])
-
-
-def _cleanup(spec: RunSpec) -> None:
-    from llem_cli.docker.sweep import teardown_by_label
-
-    try:
-        teardown_by_label(run_id=spec.run_id, project=spec.project)
-    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the test's own result
-        print(f"cleanup of {spec.project} failed: {exc}")
-
-
-def new_spec(base: Path) -> RunSpec:
-    """Unique project/run names (tests run next to other engineers' containers)."""
-    tag = uuid.uuid4().hex[:8]
-    run_dir = base / f"run-{tag}"
-    run_dir.mkdir(parents=True)
-    return RunSpec(project=f"llemt-{tag}", run_id=f"t{tag}", run_dir=run_dir)
+# ---- compose projects for the ContainerManager tests (tests/docker) -----------------------------
 
 
 @pytest.fixture
@@ -125,7 +75,7 @@ def run_spec(tmp_path: Path) -> Iterator[RunSpec]:
     try:
         yield spec
     finally:
-        _cleanup(spec)
+        cleanup_spec(spec)
 
 
 @pytest.fixture
@@ -157,9 +107,12 @@ def make_manager(run_spec: RunSpec) -> Iterator[Callable[..., object]]:
                 print(f"teardown failed: {exc}")
 
 
+# ---- end-to-end campaigns (tests/e2e) -----------------------------------------------------------
+
+
 @pytest.fixture
 def campaign(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[E2ECampaign]:
-    """An end-to-end campaign folder (tests/e2e_support.py) named after the test; whatever
+    """An end-to-end campaign folder (llem_testkit.e2e) named after the test; whatever
     llem or the test left (containers, runs) is removed afterwards. A test file may define
     its own ``campaign`` fixture for something else (test_cli_basics does)."""
     made = campaign_for(tmp_path, request.node.name)
@@ -167,3 +120,30 @@ def campaign(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[E2ECamp
         yield made
     finally:
         made.cleanup()
+
+
+# ---- the stand-in NVML (llem_testkit.nvml_stub) -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nvml_stub_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stub built once per test session into a temporary directory."""
+    return build_stub(tmp_path_factory.mktemp("nvml_stub"))
+
+
+@pytest.fixture(scope="session")
+def legacy_nvml_stub_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stub as an older driver's library: no ...ClocksEventReasons, only ...Throttle..."""
+    return build_stub(tmp_path_factory.mktemp("nvml_stub_legacy"), LEGACY_DEFINES)
+
+
+@pytest.fixture
+def stub(nvml_stub_dir: Path, tmp_path: Path) -> Stub:
+    """A fresh state file (one GPU) next to the session's stub library."""
+    return new_stub(nvml_stub_dir, tmp_path)
+
+
+@pytest.fixture
+def no_nvml_dir(tmp_path: Path) -> Path:
+    """A library directory through which pynvml finds no libnvidia-ml (no driver)."""
+    return make_no_nvml_dir(tmp_path)

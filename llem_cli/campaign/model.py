@@ -142,6 +142,11 @@ AxisMap = dict[
 ]
 
 
+def default_project(name: str) -> str:
+    """The compose project of a campaign that names none: ``llem-<name>`` (the one spelling)."""
+    return f"llem-{name}"
+
+
 class Campaign(_Strict):
     """A campaign file (DESIGN.md, "Campaign file")."""
 
@@ -174,7 +179,7 @@ class Campaign(_Strict):
     @property
     def project_name(self) -> str:
         """The compose project: given, or ``llem-<name>``."""
-        return self.project or f"llem-{self.name}"
+        return self.project or default_project(self.name)
 
     @property
     def results_path(self) -> str:

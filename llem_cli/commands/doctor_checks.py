@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llem_cli.docker.compose import ComposeCLI, discover_compose, docker_argv
+from llem_cli.docker.compose import ComposeCLI, discover_compose
+from llem_cli.docker.docker_cli import DockerCLI, docker_argv
 from llem_cli.docker.proc import Result, SubprocessRunner
 from llem_cli.errors import LlemError
 
@@ -55,7 +56,7 @@ def check_docker_cli() -> Check:
             f"'{docker[0]}' not found on PATH",
             "install Docker Engine (https://docs.docker.com/engine/install/)",
         )
-    result = _run([*docker, "--version"])
+    result = _run(DockerCLI(docker).client_version())
     if result is None or not result.ok:
         return Check("docker CLI", FAIL, "docker --version failed", "reinstall the docker CLI")
     return Check("docker CLI", OK, result.stdout.strip())
@@ -82,7 +83,7 @@ def check_compose() -> tuple[Check, ComposeCLI | None]:
 
 def check_daemon() -> tuple[Check, dict[str, Any] | None]:
     """The daemon answers; returns ``docker info`` as JSON for the runtime check."""
-    result = _run([*docker_argv(), "info", "--format", "{{json .}}"])
+    result = _run(DockerCLI.from_env().info_json())
     if result is None or not result.ok:
         tail = (result.stderr_tail.strip().splitlines() or ["no answer"])[-1] if result else ""
         return (
@@ -207,7 +208,7 @@ def check_campaign(path: Path, compose: ComposeCLI | None) -> list[Check]:
 def _image_check(backend: str, image: str | None) -> Check:
     if not image:
         return Check(f"backend {backend} image", WARN, "built from a Dockerfile (no image name)")
-    result = _run([*docker_argv(), "image", "inspect", "--format", "{{.Id}}", image])
+    result = _run(DockerCLI.from_env().image_id(image))
     if result is not None and result.ok:
         return Check(f"backend {backend} image", OK, f"{image} present locally")
     return Check(

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from llem_cli.campaign.load import load_campaign
 from llem_cli.docker.sweep import teardown_by_label
 from llem_cli.errors import LockHeld, UsageProblem
 from llem_cli.output import Output
 from llem_cli.runs.layout import RunDir
 from llem_cli.runs.lock import RunLock
-
-
-def project_of_run(run: RunDir) -> str | None:
-    """The compose project recorded in a run's ``campaign.yaml`` (None if unreadable)."""
-    try:
-        data = yaml.safe_load(run.campaign.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        return None
-    project = data.get("project")
-    return project if isinstance(project, str) else f"llem-{data['name']}"
+from llem_cli.runs.resolve import project_of_run
 
 
 def bring_down(target: Path, out: Output) -> int:

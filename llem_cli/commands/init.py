@@ -1,10 +1,16 @@
-"""``llem init``: write a commented starting campaign (and, if asked, its compose file).
+"""``llem init``: write a commented starting campaign, and its compose file when needed.
 
 Whatever init writes must pass ``llem validate`` as written, so every check that could make it
-invalid happens before the first byte is written: known backends (Click restricts them), files
-that would be overwritten (refused without ``--force``), and a compose file for every backend
-(written with ``--compose``, else found in a ``compose/`` folder beside or above the campaign,
-as in this repository's layout). Nothing is written when any check fails.
+invalid happens before the first byte is written: known backends (Click restricts them) and
+files that would be overwritten (refused without ``--force``). Nothing is written when any
+check fails.
+
+Every backend needs a compose file. ``--compose`` writes one beside the campaign
+(``<stem>.compose.yml``, plus the scripts it mounts). Without it, init uses
+``compose/<backend>.yml`` found beside or above the campaign (this repository's layout) and,
+when there is none (a ``pip install llem`` has no ``compose/`` folder), writes the same files
+``--compose`` would, rather than leave the user a campaign that cannot run. The texts all come
+from the package data in :mod:`llem_cli.templates`, so this works from any install.
 """
 
 from __future__ import annotations
@@ -13,16 +19,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from llem_cli.atomic import atomic_write_text
 from llem_cli.errors import EXIT_OK, UsageProblem
-from llem_cli.init_templates import (
+from llem_cli.output import Output
+from llem_cli.templates import (
     BACKENDS,
     campaign_name,
     render_campaign,
     render_compose,
-    script_source,
+    script_text,
     scripts_for,
 )
-from llem_cli.output import Output
 
 DEFAULT_BACKENDS = ("pytorch",)
 """One engine, the simplest stack: a starting point, not a comparison."""
@@ -56,20 +63,21 @@ def init_campaign(
     if unknown:  # Click's Choice catches this first; kept for callers that bypass the CLI
         raise UsageProblem(f"unknown backend {unknown[0]!r} (known: {', '.join(BACKENDS)})")
     folder = path.parent
-    files: list[PlannedFile] = []
-    if with_compose:
-        compose_path = folder / f"{path.stem}.compose.yml"
+    compose_path = folder / f"{path.stem}.compose.yml"
+    found = None if with_compose else _existing_compose(folder, chosen)
+    refs = [compose_path.name] if found is None else found
+    text = render_campaign(campaign_name(path.stem), chosen, model, refs, str(path))
+    files = [PlannedFile(path, text)]
+    if found is None:  # asked for, or nothing to use: write it (a pip install has no compose/)
         files.append(PlannedFile(compose_path, render_compose(chosen)))
         files.extend(
-            PlannedFile(folder / "scripts" / name, script_source(name), shared=True)
+            PlannedFile(folder / "scripts" / name, script_text(name), shared=True)
             for name in scripts_for(chosen)
         )
-        compose_refs = [compose_path.name]
-    else:
-        compose_refs = _existing_compose(folder, chosen)
-    text = render_campaign(campaign_name(path.stem), chosen, model, compose_refs, str(path))
-    files.insert(0, PlannedFile(path, text))
     _refuse_overwrites(files, force)
+    if found is None and not with_compose:  # say why files nobody asked for appear
+        wanted = ", ".join(f"compose/{name}.yml" for name in chosen)
+        out.info(f"no {wanted} beside or above {path}: writing {compose_path.name} beside it")
     for planned in files:
         if planned.shared and _read(planned.path) == planned.text:
             out.line(f"kept {planned.path} (unchanged)")
@@ -80,19 +88,18 @@ def init_campaign(
     return EXIT_OK
 
 
-def _existing_compose(folder: Path, backends: list[str]) -> list[str]:
-    """Paths (relative to ``folder``) of ``compose/<backend>.yml`` beside or above it."""
+def _existing_compose(folder: Path, backends: list[str]) -> list[str] | None:
+    """Paths (relative to ``folder``) of ``compose/<backend>.yml`` beside or above it.
+
+    ``None`` unless one ``compose/`` folder has a file for every backend: a campaign mixing
+    found and written compose files would be harder to follow than one written file.
+    """
     here = folder.resolve()
-    places = list(dict.fromkeys([here / "compose", here.parent / "compose"]))
-    for place in places:
+    for place in dict.fromkeys([here / "compose", here.parent / "compose"]):
         candidates = [place / f"{name}.yml" for name in backends]
         if all(c.is_file() for c in candidates):
             return [Path(os.path.relpath(c, here)).as_posix() for c in candidates]
-    wanted = ", ".join(f"{name}.yml" for name in backends)
-    raise UsageProblem(
-        f"no compose file for the campaign: {wanted} not all in {' or '.join(map(str, places))}",
-        hint="add --compose to write one next to the campaign",
-    )
+    return None
 
 
 def _refuse_overwrites(files: list[PlannedFile], force: bool) -> None:
@@ -115,12 +122,9 @@ def _read(path: Path) -> str | None:
 
 
 def _write(planned: PlannedFile) -> None:
-    """Write through a temporary name: an interrupted init never leaves half a file."""
-    planned.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = planned.path.with_name(f".{planned.path.name}.llem-init.tmp")
+    """Write atomically: an interrupted init never leaves half a file."""
     try:
-        tmp.write_text(planned.text, encoding="utf-8")
-        os.replace(tmp, planned.path)
+        planned.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(planned.path, planned.text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise UsageProblem(f"cannot write {planned.path}: {exc.strerror or exc}") from exc

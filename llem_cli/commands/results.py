@@ -14,7 +14,8 @@ from llem_cli.output import Output
 from llem_cli.results.aggregate import GroupStats, aggregate, group_axes, stats_rows, unknown_axes
 from llem_cli.results.jsonout import write_json_list
 from llem_cli.results.load import load_run_records
-from llem_cli.runner.records import csv_text
+from llem_cli.results.stats import CI_MIN_N, NOTE_CONSTANT, NOTE_TOO_FEW, Summary
+from llem_cli.runs.results_csv import csv_text
 
 _ALWAYS_SHOWN = {"energy_j"}  # shown even when nothing was measured, to say so
 
@@ -84,7 +85,7 @@ def show_results(
     if fmt == "csv":
         sys.stdout.write(_rows_csv(stats_rows(groups)))
         return 0
-    _table(loaded.run.run_id, groups, len(records), out)
+    _table(loaded.run.run_id, groups, len(records), out, per_config=not group_by)
     return 0
 
 
@@ -100,7 +101,36 @@ def _rows_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _table(run_id: str, groups: list[GroupStats], n_records: int, out: Output) -> None:
+CLIPPED_MARK = "*"
+#: printed under the table when a row shows ``0*``: the marker alone would read as a measured 0
+CLIPPED_FOOTNOTE = (
+    f"0{CLIPPED_MARK} lower bound clipped at 0: the interval reached below 0, which this "
+    "quantity cannot; more cycles narrow it."
+)
+
+
+def _ci_cell(summary: Summary, *, per_config: bool) -> str:
+    """The interval column: ``low – high (method)``, or in words why there is none.
+
+    Below 3 values the cell says what would give one (per configuration, n counts its ok
+    cycles that measured the quantity, so "cycles"; with --group-by it counts records); a
+    constant prints no ``v – v``, its value is the mean beside it.
+    """
+    ci = summary.ci
+    if ci is not None:
+        low = f"0{CLIPPED_MARK}" if summary.ci_low_clipped else _fmt(ci[0])
+        return f"{low} – {_fmt(ci[1])} ({summary.ci_method})"
+    note = summary.ci_note
+    if note == NOTE_TOO_FEW:
+        return f"CI needs ≥ {CI_MIN_N} {'cycles' if per_config else 'values'}"
+    if note == NOTE_CONSTANT:
+        return "constant: no spread"
+    return "—"  # no values (the mean says which case) or too large (the mean says so)
+
+
+def _table(
+    run_id: str, groups: list[GroupStats], n_records: int, out: Output, *, per_config: bool
+) -> None:
     from rich.table import Table
 
     table = Table(title=f"run {run_id}: {n_records} records, mean and 95 % CI over ok experiments")
@@ -111,27 +141,31 @@ def _table(run_id: str, groups: list[GroupStats], n_records: int, out: Output) -
     table.add_column("n", justify="right")
     table.add_column("mean", justify="right", no_wrap=True)
     table.add_column("95 % CI (method)")
+    clipped = False
     for group, label in zip(groups, labels, strict=True):
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(group.statuses.items()))
         first = True
         for name, summary in group.quantities.items():
             if summary.n == 0 and name not in _ALWAYS_SHOWN:
                 continue
-            ci = summary.ci
             if summary.n == 0:  # stats use only ok records: say which case this is
                 mean = "not measured" if group.statuses.get("ok") else "no ok experiment"
             elif summary.mean is None:  # values were there, but their sum overflows a float
                 mean = "too large"
             else:
                 mean = _fmt(summary.mean)
+            clipped = clipped or summary.ci_low_clipped
             table.add_row(
                 f"{label}\n({statuses})" if first else "",
                 name,
                 str(summary.n),
                 mean,
-                f"{_fmt(ci[0])} – {_fmt(ci[1])} ({summary.ci_method})" if ci else "—",
+                _ci_cell(summary, per_config=per_config),
                 end_section=False,
             )
             first = False
         table.add_section()
-    out.console().print(table)
+    console = out.console()
+    console.print(table)
+    if clipped:
+        console.print(CLIPPED_FOOTNOTE)

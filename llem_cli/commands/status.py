@@ -9,48 +9,10 @@ from typing import Any
 
 import click
 
-from llem_cli.campaign.load import load_campaign
-from llem_cli.errors import UsageProblem
 from llem_cli.output import Output
-from llem_cli.runs.layout import RunDir, list_runs, planned_keys, run_id_sort_key
+from llem_cli.runs.layout import RunDir, planned_keys
+from llem_cli.runs.resolve import resolve_target
 from llem_cli.runs.state import RunState, replay
-
-
-def newest_run_under(results: Path) -> RunDir | None:
-    """The newest run of any campaign under a results directory."""
-    runs = []
-    if results.is_dir():
-        for campaign_dir in results.iterdir():
-            if campaign_dir.is_dir():
-                runs.extend(list_runs(results, campaign_dir.name))
-    runs = [r for r in runs if run_id_sort_key(r.run_id)]
-    return max(runs, key=lambda r: run_id_sort_key(r.run_id) or ("", 0), default=None)
-
-
-def resolve_target(target: Path | None) -> RunDir:
-    """RUN_DIR as given; FILE: its newest run; nothing: the newest under ./results."""
-    if target is None:
-        run = newest_run_under(Path("results"))
-        if run is None:
-            raise UsageProblem(
-                "no run found under ./results", hint="give a RUN_DIR or a campaign FILE"
-            )
-        return run
-    if not target.exists():
-        raise UsageProblem(
-            f"{target}: no such run directory or campaign file",
-            hint="give <results>/<name>/<run_id> or a campaign file, or nothing for ./results",
-        )
-    if target.is_dir():
-        run = RunDir(target.resolve())
-        if not run.journal.exists():
-            raise UsageProblem(f"{target}: not a run directory (no journal.jsonl)")
-        return run
-    loaded = load_campaign(target)
-    runs = list_runs(loaded.results_dir(), loaded.campaign.name)
-    if not runs:
-        raise UsageProblem(f"{target}: the campaign has no run yet", hint=f"llem run {target}")
-    return runs[-1]
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llem_cli.docker.docker_cli import docker_argv
 from llem_cli.docker.proc import CommandFailed, Runner, SubprocessRunner
 from llem_cli.errors import EnvironmentProblem
 
 #: environment variable naming the compose command to use, e.g. ``docker-compose``
 COMPOSE_ENV = "LLEM_COMPOSE"
-#: environment variable naming the docker CLI (default ``docker``)
-DOCKER_ENV = "LLEM_DOCKER"
 
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
 _DISCOVERY_TIMEOUT_S = 30.0
@@ -83,12 +82,6 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
         return None
     major, minor, patch = match.groups()
     return int(major), int(minor), int(patch or 0)
-
-
-def docker_argv(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """The docker CLI argv (``LLEM_DOCKER`` may name another binary)."""
-    env = os.environ if env is None else env
-    return tuple(shlex.split(env.get(DOCKER_ENV) or "docker"))
 
 
 def discover_compose(
@@ -230,61 +223,12 @@ class ComposeProject:
         return [*self.base(), "config", *(["-q"] if quiet else [])]
 
 
-def require_ok(result_argv: Sequence[str], returncode: int, stderr: str) -> None:
-    """Raise :class:`EnvironmentProblem` when stderr says the daemon cannot be reached.
-
-    Called on a failed docker/compose result before anything else reads it, so "daemon down"
-    is exit 3 everywhere rather than a confusing per-command failure.
-    """
-    if returncode != 0 and daemon_unreachable(stderr):
-        raise EnvironmentProblem(
-            "the Docker daemon is not reachable: " + _first_line(stderr),
-            hint="is dockerd running? `llem doctor` checks",
-        )
-
-
-_DAEMON_DOWN = re.compile(
-    r"Cannot connect to the Docker daemon|error during connect|"
-    r"Is the docker daemon running|docker\.sock: connect:",
-    re.IGNORECASE,
-)
-
-
-def daemon_unreachable(stderr: str) -> bool:
-    """True when a docker/compose stderr says the daemon could not be reached."""
-    return bool(_DAEMON_DOWN.search(stderr))
-
-
-def daemon_problem(runner: Runner | None = None) -> str | None:
-    """Why the Docker daemon does not answer ``docker version`` (None: it answers).
-
-    The one liveness check: before a run starts, and after an exec whose stderr says the
-    daemon is gone (the experiment itself might have printed such a line).
-    """
-    runner = runner or SubprocessRunner()
-    argv = [*docker_argv(), "version", "--format", "{{.Server.Version}}"]
-    result = runner.run(argv, timeout=30, check=False)
-    if result.ok and result.stdout.strip():
-        return None
-    lines = result.stderr_tail.strip().splitlines()
-    return lines[-1].strip() if lines else "no answer"
-
-
-def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
 __all__ = [
     "COMPOSE_ENV",
     "CommandFailed",
     "ComposeCLI",
     "ComposeProject",
-    "daemon_unreachable",
     "discover_compose",
     "parse_ps_json",
     "parse_version",
-    "require_ok",
 ]

@@ -1,13 +1,15 @@
 """ContainerManager: one long-running container per backend, and never one left behind.
 
-The campaign runner drives it:
+It is the real implementation of the runner's container protocol
+(:class:`llem_cli.runner.containers.Containers`: start, exec, probe, restart, stop). It reports
+what happened and never decides: whether a timed-out or dead container is restarted is
+:func:`llem_cli.runner.decision.decide`'s call, carried out by the loop.
 
     with handle_signals(), ContainerManager(...) as mgr:
         mgr.start("pytorch")
         probe = mgr.probe("pytorch")
         outcome = mgr.exec("pytorch", argv, env=env, timeout_s=1800,
                            stdout_path=out_log, stderr_path=err_log)
-        if outcome.needs_restart: mgr.restart("pytorch")
 
 Leaving the ``with`` block by any route (normal end, exception, SIGINT/SIGTERM via
 :mod:`llem_cli.docker.signals`) runs :meth:`ContainerManager.teardown`: ``compose down`` and then a
@@ -24,21 +26,16 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from llem_cli.docker import probe as probe_mod
-from llem_cli.docker.compose import (
-    ComposeCLI,
-    ComposeProject,
-    discover_compose,
-    docker_argv,
-    parse_ps_json,
-    require_ok,
-)
+from llem_cli.docker.compose import ComposeCLI, ComposeProject, discover_compose, parse_ps_json
 from llem_cli.docker.contract import container_experiment_dir, experiment_env
+from llem_cli.docker.daemon import raise_if_unreachable
+from llem_cli.docker.docker_cli import DockerCLI, docker_argv
 from llem_cli.docker.outcome import (
     NOT_RUNNABLE_CODES,
     ContainerState,
@@ -50,8 +47,9 @@ from llem_cli.docker.proc import CommandFailed, Result, Runner, SubprocessRunner
 from llem_cli.docker.sweep import NO_SUCH, PROJECT_LABEL, teardown_by_label
 from llem_cli.errors import EnvironmentProblem, LlemError
 from llem_cli.signals import deferred
+from llem_cli.timestamps import utc_now
 
-log = logging.getLogger("llem.docker")
+log = logging.getLogger(__name__)
 
 _CONFLICT = re.compile(r"Conflict\b.*already in use|is already in use by container", re.I | re.S)
 _EXITED_GRACE_S = 2.0
@@ -120,6 +118,7 @@ class ContainerManager:
             override=self.run_dir / OVERRIDE_NAME,
         )
         self.docker: tuple[str, ...] = compose.docker or docker_argv()
+        self.docker_cli = DockerCLI(self.docker)
         self._prepared = False
         self._dirty = False  # something may be up since the last teardown
         self._ids: dict[str, str] = {}
@@ -201,7 +200,7 @@ class ContainerManager:
     def restart(self, service: str) -> None:
         """Restart one service's container and wait until it runs; re-``up`` it if it is gone.
 
-        The caller probes again afterwards (DESIGN.md: probe after every restart).
+        The caller probes again afterwards (docs/design.md: a probe after every restart).
         """
         self._known(service)
         self._dirty = True
@@ -263,8 +262,9 @@ class ContainerManager:
         """Run one experiment with ``exec -T``; output streams into the log files as it comes.
 
         ``env`` values travel in the client's environment (``-e NAME`` on the argv). On a timeout
-        the client's process group is killed and the container restarted, since docker cannot
-        kill an exec'd process: the outcome then has ``restarted`` set.
+        the client's process group is killed; the process inside the container may run on
+        (docker cannot kill an exec'd process), which the ``timeout`` outcome says: the caller
+        restarts or removes the container, as the decision says.
         """
         self._known(service)
         env = dict(env or {})
@@ -273,7 +273,7 @@ class ContainerManager:
                 if path is not None:
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
         cmd = self.project.exec(service, argv, env.keys())
-        started_at = _utcnow()
+        started_at = utc_now()
         result = self.runner.run(
             cmd,
             timeout=timeout_s,
@@ -282,9 +282,18 @@ class ContainerManager:
             stdout_path=None if self.dry_run else stdout_path,
             stderr_path=None if self.dry_run else stderr_path,
         )
-        ended_at = _utcnow()
+        ended_at = utc_now()
         if result.timed_out:
-            return self._timed_out_outcome(service, result, started_at, ended_at)
+            status, detail = classify(None, timed_out=True)
+            return ExecOutcome(
+                status,
+                exit_code=None,
+                started_at=started_at,
+                ended_at=ended_at,
+                duration_s=result.duration_s,
+                stderr_tail=result.stderr_tail,
+                detail=detail,
+            )
         if result.returncode == 0:
             return ExecOutcome(
                 "ok",
@@ -362,7 +371,7 @@ class ContainerManager:
     ) -> Result:
         """Run a management command; a daemon that does not answer is an EnvironmentProblem."""
         result = self.runner.run(argv, timeout=timeout, env=env, check=False)
-        require_ok(argv, result.returncode, result.stderr)
+        raise_if_unreachable(result.returncode, result.stderr)
         if check and not result.ok:
             raise CommandFailed(
                 argv, result.returncode, result.stderr_tail, timed_out=result.timed_out
@@ -383,7 +392,7 @@ class ContainerManager:
         if cid is None:
             return ContainerState.gone()
         result = self.runner.run(
-            [*self.docker, "inspect", "--type", "container", "--format", "{{json .State}}", cid],
+            self.docker_cli.inspect_state(cid),
             timeout=self.timeouts.command_s,
             check=False,
         )
@@ -423,29 +432,6 @@ class ContainerManager:
             if now >= deadline:
                 return False
             time.sleep(self.timeouts.poll_s)
-
-    def _timed_out_outcome(
-        self, service: str, result: Result, started_at: datetime, ended_at: datetime
-    ) -> ExecOutcome:
-        """The exec ran past its timeout: restart the container (docker cannot kill an exec)."""
-        status, detail = classify(None, timed_out=True)
-        restarted, running = True, True
-        try:
-            self.restart(service)
-        except LlemError as err:
-            detail = f"timed out; restarting the container failed: {err.one_line()}"
-            restarted, running = False, False
-        return ExecOutcome(
-            status,
-            exit_code=None,
-            started_at=started_at,
-            ended_at=ended_at,
-            duration_s=result.duration_s,
-            stderr_tail=result.stderr_tail,
-            detail=detail,
-            restarted=restarted,
-            container_running=running,
-        )
 
     def _failed_outcome(
         self, service: str, result: Result, started_at: datetime, ended_at: datetime
@@ -494,27 +480,14 @@ class ContainerManager:
         return container, oom_events
 
     def _oom_events(self, cid: str, since: float) -> int:
-        argv = [
-            *self.docker,
-            "events",
-            "--since",
-            f"{since - 0.05:.6f}",
-            "--until",
-            f"{time.time():.6f}",
-            "--filter",
-            f"container={cid}",
-            "--filter",
-            "event=oom",
-            "--format",
-            "{{json .}}",
-        ]
+        argv = self.docker_cli.oom_events(cid, since=since - 0.05, until=time.time())
         result = self.runner.run(argv, timeout=self.timeouts.command_s, check=False)
         if not result.ok:
             return 0
         return sum(1 for line in result.stdout.splitlines() if line.strip())
 
     def _probe_exec_argv(self, service: str, argv: list[str]) -> list[str]:
-        """``docker exec <id>`` for the probe: half the cost of ``compose exec`` (DESIGN.md).
+        """``docker exec <id>`` for the probe: half the cost of ``compose exec``.
 
         The probe runs before every experiment, so this is a quarter of an experiment's
         overhead. The id is looked up once per container (start and teardown forget it); a
@@ -524,7 +497,7 @@ class ContainerManager:
         cid = self.container_id(service)
         if cid is None:
             return self.project.exec(service, argv)
-        return [*self.docker, "exec", cid, *argv]
+        return self.docker_cli.exec(cid, argv)
 
     def _probe_once(
         self, service: str, argv: list[str], fields: Sequence[str], timeout: float
@@ -553,10 +526,6 @@ class ContainerManager:
                     fields=tuple(fields),
                 )
         return found
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # PROJECT_LABEL, teardown_by_label (sweep.py) and experiment_env, container_experiment_dir

@@ -11,11 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-OutcomeStatus = Literal[
-    "ok", "failed", "gpu_oom", "oom_killed", "timeout", "container_died", "not_runnable"
-]
+from llem_cli.runs.record import OutcomeStatus
 
 #: a process killed by SIGKILL (the OOM killer, ``docker kill``, ...) exits 128 + 9
 EXIT_SIGKILL = 137
@@ -80,7 +78,7 @@ def classify(
     container, or the client's 255 when the daemon connection dropped, means the container died.
     """
     if timed_out:
-        return "timeout", "timed out; the container was restarted to end the process"
+        return "timeout", "timed out; the process may still run in the container until it restarts"
     if exit_code == 0:
         return "ok", ""
     stopped = container is not None and not container.running
@@ -121,9 +119,8 @@ class ExecOutcome:
     """One experiment exec as the campaign runner records it.
 
     Times are timezone-aware UTC datetimes; ``duration_s`` is seconds (monotonic clock).
-    ``restarted`` says the manager already restarted the container (after a timeout), which
-    counts against the campaign's restart budget. ``container_running`` is ``None`` when the state
-    was not looked at (the ok path).
+    ``container_running`` is ``None`` when the state was not looked at (the ok path, a
+    timeout). What to do about it (restart, retry, carry on) is the decision's, not this layer's.
     """
 
     status: OutcomeStatus
@@ -133,17 +130,9 @@ class ExecOutcome:
     duration_s: float
     stderr_tail: str = ""
     detail: str = ""
-    restarted: bool = False
     container_running: bool | None = None
 
     @property
     def ok(self) -> bool:
         """True when the experiment exited 0."""
         return self.status == "ok"
-
-    @property
-    def needs_restart(self) -> bool:
-        """True when the container must be restarted before the next experiment."""
-        if self.restarted:
-            return False
-        return self.status == "container_died" or self.container_running is False

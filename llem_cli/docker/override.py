@@ -8,13 +8,13 @@ label ``llem.run=<run_id>`` by which teardown finds containers even when compose
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from llem_cli.atomic import atomic_write_text
 
 OVERRIDE_NAME = "compose.override.yaml"
 RUN_MOUNT = "/llem/run"
@@ -59,13 +59,5 @@ def write_override(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / OVERRIDE_NAME
-    text = render_override(run_id, run_dir, services)
-    fd, tmp = tempfile.mkstemp(prefix=".override-", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, render_override(run_id, run_dir, services))
     return path

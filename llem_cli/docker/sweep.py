@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from llem_cli.docker.compose import docker_argv, require_ok
+from llem_cli.docker.daemon import raise_if_unreachable
+from llem_cli.docker.docker_cli import DockerCLI, docker_argv
 from llem_cli.docker.override import RUN_LABEL
 from llem_cli.docker.proc import CommandFailed, Runner, SubprocessRunner
 from llem_cli.signals import deferred
@@ -38,34 +39,34 @@ def teardown_by_label(
     if run_id is None and project is None:
         raise ValueError("teardown_by_label needs run_id or project")
     runner = runner or SubprocessRunner()
-    docker = tuple(docker or docker_argv())
+    cli = DockerCLI(tuple(docker or docker_argv()))
     # Both given: containers carrying both labels (docker ANDs label filters). A run id is a
     # timestamp, unique only within its campaign, so the project keeps another campaign's run
     # started in the same second out of the sweep.
     # Only containers llem started (they all carry llem.run): a container the user made by
     # hand in the same project is not llem's to remove.
-    filters: list[str] = ["--filter", f"label={RUN_LABEL}" + (f"={run_id}" if run_id else "")]
+    labels = [RUN_LABEL + (f"={run_id}" if run_id else "")]
     if project is not None:
-        filters += ["--filter", f"label={PROJECT_LABEL}={project}"]
+        labels.append(f"{PROJECT_LABEL}={project}")
     ids: list[str] = []
     with deferred():
-        argv = [*docker, "ps", "-a", "-q", "--no-trunc", *filters]
+        argv = cli.ps_ids(labels)
         result = runner.run(argv, timeout=timeout, check=False)
-        require_ok(argv, result.returncode, result.stderr)
+        raise_if_unreachable(result.returncode, result.stderr)
         if not result.ok:
             raise CommandFailed(argv, result.returncode, result.stderr_tail)
         ids = list(dict.fromkeys(result.stdout.split()))
         if ids:
-            argv = [*docker, "rm", "-f", *ids]
+            argv = cli.rm_force(ids)
             result = runner.run(argv, timeout=timeout, check=False)
             if not result.ok and not NO_SUCH.search(result.stderr):
                 raise CommandFailed(argv, result.returncode, result.stderr_tail)
         if project is not None:
-            argv = [*docker, "network", "ls", "-q", "--filter", f"label={PROJECT_LABEL}={project}"]
+            argv = cli.network_ids(f"{PROJECT_LABEL}={project}")
             result = runner.run(argv, timeout=timeout, check=False)
             nets = result.stdout.split() if result.ok else []
             if nets:
-                runner.run([*docker, "network", "rm", *nets], timeout=timeout, check=False)
+                runner.run(cli.network_rm(nets), timeout=timeout, check=False)
     return ids
 
 

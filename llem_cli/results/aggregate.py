@@ -2,12 +2,15 @@
 
 Only ``ok`` records enter the statistics (a failed experiment's energy is not a
 measurement of the configuration); missing values are skipped and counted, never
-read as 0. Student t intervals, bootstrap (fixed seed) where n >= 10.
+read as 0. Student t intervals, bootstrap (fixed seed) where n >= 10; none below n = 3 or
+for a constant, and clipped at 0 for a quantity that cannot be negative (see
+:func:`nonnegative_names` and :mod:`llem_cli.results.stats`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +19,11 @@ from llem_cli.results.stats import Summary, finite_float, summarize
 from llem_cli.runs.record import Record
 
 QUANTITIES = ("duration_s", "energy_j", "net_energy_j", "avg_power_w", "max_temp_c")
+
+#: words that make a quantity's name signed: a difference or an offset can be negative even
+#: where every value seen so far is positive (``net_energy_j`` is energy minus the idle
+#: baseline's over the same time, below 0 when a light experiment drew less than idle did)
+SIGNED_WORDS = frozenset({"net", "delta", "diff", "difference", "change", "offset", "drift"})
 
 #: record fields ``--group-by`` accepts besides the params (a param of the same name wins,
 #: except ``backend``, which is always the record's)
@@ -102,6 +110,35 @@ def _count_metric(per: Sequence[str], records: Iterable[Record]) -> list[str]:
     return []
 
 
+def signed_name(name: str) -> bool:
+    """Whether ``name`` suggests a quantity that can be negative (a word of SIGNED_WORDS).
+
+    Words are split at anything but letters and digits, and at camelCase humps:
+    ``metrics.power_delta_w`` and ``metrics.netEnergy`` are signed, ``metrics.tokens`` not.
+    """
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+    return any(word in SIGNED_WORDS for word in re.split(r"[^a-z0-9]+", spaced))
+
+
+def nonnegative_names(values: Iterable[dict[str, list[float | None]]]) -> set[str]:
+    """The quantities whose confidence interval is clipped at 0.
+
+    The rule, one for every quantity (record fields, energy per count, result.json metrics):
+    non-negative when no observed value in the whole run (every group, ok records) is below
+    0 and :func:`signed_name` does not call it signed. Energy, power, durations, token
+    counts, rates, latencies and temperatures in C pass; ``net_energy_j`` does not. The
+    whole run decides, not one group, so a metric seen negative anywhere is never clipped.
+    """
+    seen: set[str] = set()
+    negative: set[str] = set()
+    for per_group in values:
+        for name, xs in per_group.items():
+            seen.add(name)
+            if any(x is not None and x < 0 for x in xs):
+                negative.add(name)
+    return {name for name in seen - negative if not signed_name(name)}
+
+
 def aggregate(
     records: Sequence[Record], axes: Sequence[str] | None = None, per: Sequence[str] = ()
 ) -> list[GroupStats]:
@@ -110,33 +147,41 @@ def aggregate(
     for record in records:
         groups.setdefault(group_key(record, axes), []).append(record)
     per_metrics = _count_metric(per, records)
-    out = []
+    collected: list[tuple[GroupStats, dict[str, list[float | None]]]] = []
     for members in groups.values():
         statuses: dict[str, int] = {}
         for record in members:
             statuses[record.status] = statuses.get(record.status, 0) + 1
         ok = [r for r in members if r.status == "ok"]
-        stats = GroupStats(group_label(members[0], axes), statuses)
+        values: dict[str, list[float | None]] = {}
         for name in QUANTITIES:
-            stats.quantities[name] = summarize([_number(getattr(r, name)) for r in ok])
+            values[name] = [_number(getattr(r, name)) for r in ok]
         for metric in per_metrics:
-            ratios = [_ratio(r.energy_j, (r.metrics or {}).get(metric)) for r in ok]
-            stats.quantities[f"energy_per_{metric}_j"] = summarize(ratios)
+            values[f"energy_per_{metric}_j"] = [
+                _ratio(r.energy_j, (r.metrics or {}).get(metric)) for r in ok
+            ]
         metric_names: list[str] = []
         for r in ok:
             for name, value in (r.metrics or {}).items():
                 if _number(value) is not None and name not in metric_names:
                     metric_names.append(name)
         for name in metric_names:
-            stats.quantities[f"metrics.{name}"] = summarize(
-                [_number((r.metrics or {}).get(name)) for r in ok]
-            )
-        out.append(stats)
-    return out
+            values[f"metrics.{name}"] = [_number((r.metrics or {}).get(name)) for r in ok]
+        collected.append((GroupStats(group_label(members[0], axes), statuses), values))
+    nonnegative = nonnegative_names(values for _, values in collected)
+    for stats, values in collected:
+        for name, xs in values.items():
+            stats.quantities[name] = summarize(xs, nonnegative=name in nonnegative)
+    return [stats for stats, _ in collected]
 
 
 def stats_rows(groups: Sequence[GroupStats]) -> list[dict[str, Any]]:
-    """One flat row per group and quantity, for CSV/JSON output and the table."""
+    """One flat row per group and quantity, for CSV/JSON output.
+
+    ``ci_low``/``ci_high`` are the reported interval (null below n = 3, for a constant, or
+    on overflow; ``ci_low`` 0 where clipped), ``ci_note`` says why in words (null when the
+    interval is plain), ``ci_low_clipped`` whether ``ci_low`` was raised to 0.
+    """
     rows = []
     for group in groups:
         for name, summary in group.quantities.items():
@@ -152,6 +197,8 @@ def stats_rows(groups: Sequence[GroupStats]) -> list[dict[str, Any]]:
                     "ci_low": ci[0] if ci else None,
                     "ci_high": ci[1] if ci else None,
                     "ci_method": summary.ci_method,
+                    "ci_note": summary.ci_note,
+                    "ci_low_clipped": summary.ci_low_clipped,
                     "statuses": group.statuses,
                 }
             )

@@ -11,6 +11,7 @@ import yaml
 from llem_cli.errors import UsageProblem
 from llem_cli.runs.layout import RunDir, planned_keys
 from llem_cli.runs.record import Record
+from llem_cli.runs.resolve import resolve_target
 from llem_cli.runs.state import replay
 
 
@@ -41,17 +42,7 @@ def load_run_records(path: Path) -> RunRecords:
             f"{path}: no such run directory or campaign file",
             hint="give <results>/<name>/<run_id> (see 'llem status') or a campaign file",
         )
-    if path.is_file():
-        from llem_cli.commands.status import resolve_target
-
-        run = resolve_target(path)
-    else:
-        run = RunDir(path.resolve())
-    if not run.journal.exists():
-        raise UsageProblem(
-            f"{path}: not a run directory (no journal.jsonl)",
-            hint="give <results>/<name>/<run_id> (see 'llem status') or a campaign file",
-        )
+    run = resolve_target(path)
     state = replay(run.journal)
     order = {key: i for i, key in enumerate(planned_keys(run) or [])}
     records = sorted(state.records.values(), key=lambda r: order.get(r.key, len(order)))

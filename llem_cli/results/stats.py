@@ -10,6 +10,20 @@ used (``n``) and left out (``n_missing``). A value that is no finite float (NaN,
 infinity, an int too large for a float) counts as missing too. A statistic that would
 overflow a float (values near 1e308) is ``None``, never an infinity or a crash. Units are
 those of the input.
+
+What :class:`Summary` reports as *the* interval (:attr:`Summary.ci`) is more careful than
+the raw :func:`t_interval`, because people read it as "where the mean lies":
+
+- below :data:`CI_MIN_N` values there is none: with 2 values the 95 % t quantile is 12.7,
+  and the interval of two rates 7,186 and 8,534 is -704 to 16,424, which says nothing;
+- a constant (every value equal, zero spread) has none: ``1,024 - 1,024`` is no interval,
+  the value itself is the answer;
+- a quantity that cannot be negative (``nonnegative``) has its lower bound clipped at 0,
+  and says so (:attr:`Summary.ci_low_clipped`). Clipping keeps the interval one for the
+  arithmetic mean that is printed beside it; a t-interval on the log scale would bracket
+  the geometric mean instead, and breaks on a value of 0.
+
+:attr:`Summary.ci_note` says, in words, why there is no interval or why it was clipped.
 """
 
 from __future__ import annotations
@@ -25,6 +39,15 @@ BOOTSTRAP_MIN_N = 10
 """From this many values on, the bootstrap interval is the one reported."""
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
+CI_MIN_N = 3
+"""Below this many values no interval is reported (see the module's docstring)."""
+
+#: :attr:`Summary.ci_note` values: why no interval is reported, or why it was changed
+NOTE_NO_VALUES = "no values"
+NOTE_TOO_FEW = f"needs n >= {CI_MIN_N}"
+NOTE_CONSTANT = "constant"
+NOTE_OVERFLOW = "too large for a float"
+NOTE_CLIPPED = "lower bound clipped at 0 (cannot be negative)"
 
 
 def finite_float(value: object) -> float | None:
@@ -213,8 +236,11 @@ def bootstrap_interval(
 class Summary:
     """n values used (n_missing None values ignored), mean, sample std, confidence intervals.
 
-    ``ci`` is the bootstrap interval where n >= :data:`BOOTSTRAP_MIN_N`, otherwise the
-    Student t one; ``ci_method`` says which (``bootstrap`` | ``t`` | None).
+    ``t_ci`` and ``bootstrap_ci`` are the raw intervals (bootstrap only where n >=
+    :data:`BOOTSTRAP_MIN_N`). :attr:`ci` is the one to report: the bootstrap one where
+    there is one, else the t one, withheld below :data:`CI_MIN_N` values and for a
+    constant, and clipped at 0 where ``nonnegative``; :attr:`ci_note` says which of these
+    happened, :attr:`ci_method` how the reported interval was computed.
     """
 
     n: int
@@ -224,24 +250,71 @@ class Summary:
     t_ci: tuple[float, float] | None
     bootstrap_ci: tuple[float, float] | None
     level: float = DEFAULT_LEVEL
+    nonnegative: bool = False
+    constant: bool = False
+    """Every value equal (n >= 2): zero spread, so no interval."""
+
+    @property
+    def _raw_ci(self) -> tuple[float, float] | None:
+        return self.bootstrap_ci if self.bootstrap_ci is not None else self.t_ci
+
+    @property
+    def ci_note(self) -> str | None:
+        """Why :attr:`ci` is None or differs from the raw interval; None when it is plain.
+
+        One of :data:`NOTE_NO_VALUES`, :data:`NOTE_OVERFLOW`, :data:`NOTE_CONSTANT`,
+        :data:`NOTE_TOO_FEW`, :data:`NOTE_CLIPPED` (checked in that order: a constant of
+        two values is a constant, more cycles would not give it a spread).
+        """
+        if self.n == 0:
+            return NOTE_NO_VALUES
+        if self.mean is None:
+            return NOTE_OVERFLOW
+        if self.constant:
+            return NOTE_CONSTANT
+        if self.n < CI_MIN_N:
+            return NOTE_TOO_FEW
+        raw = self._raw_ci
+        if raw is None:
+            return NOTE_OVERFLOW
+        if self.nonnegative and raw[0] < 0.0:
+            return NOTE_CLIPPED
+        return None
 
     @property
     def ci(self) -> tuple[float, float] | None:
-        """The interval to report."""
-        return self.bootstrap_ci if self.bootstrap_ci is not None else self.t_ci
+        """The interval to report (see the class docstring); None where there is none."""
+        note = self.ci_note
+        raw = self._raw_ci
+        if raw is None or note not in (None, NOTE_CLIPPED):
+            return None
+        return (0.0, raw[1]) if note == NOTE_CLIPPED else raw
+
+    @property
+    def ci_low_clipped(self) -> bool:
+        """Whether :attr:`ci`'s lower bound is 0 because the raw one fell below it."""
+        return self.ci_note == NOTE_CLIPPED
 
     @property
     def ci_method(self) -> str | None:
         """``bootstrap``, ``t`` or None, matching :attr:`ci`."""
-        if self.bootstrap_ci is not None:
-            return "bootstrap"
-        return "t" if self.t_ci is not None else None
+        if self.ci is None:
+            return None
+        return "bootstrap" if self.bootstrap_ci is not None else "t"
 
 
 def summarize(
-    values: Iterable[float | None], level: float = DEFAULT_LEVEL, *, seed: int = DEFAULT_SEED
+    values: Iterable[float | None],
+    level: float = DEFAULT_LEVEL,
+    *,
+    seed: int = DEFAULT_SEED,
+    nonnegative: bool = False,
 ) -> Summary:
-    """Everything ``llem results`` prints for one quantity of one configuration."""
+    """Everything ``llem results`` prints for one quantity of one configuration.
+
+    ``nonnegative``: the quantity cannot be below 0 (energy, a rate, a duration), so the
+    reported interval is clipped at 0; the caller knows what the numbers are, this does not.
+    """
     given = list(values)
     xs = present(given)
     return Summary(
@@ -254,4 +327,6 @@ def summarize(
         if len(xs) >= BOOTSTRAP_MIN_N
         else None,
         level=level,
+        nonnegative=nonnegative,
+        constant=len(xs) >= 2 and min(xs) == max(xs),
     )

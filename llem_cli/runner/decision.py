@@ -1,8 +1,10 @@
 """What the runner does next: one pure function over plain data, tested as a table.
 
-Keeping the policy here, away from Docker and the loop, means every rule of the
-issue ("container_died -> restart + retry while retries remain", "GPU lost ->
-abort", ...) is one row of a test table, and the loop only carries it out.
+Keeping the policy here, away from Docker and the loop, means every rule
+("container_died -> restart + retry while retries remain", "GPU lost -> abort",
+"a timeout restarts the container", ...) is one row of a test table, and the loop
+only carries it out. The container layer never restarts anything by itself: every
+restart, a timeout's included, is asked for here and counted against the budget.
 
 The function is called twice per experiment: before it runs (``outcome`` None,
 judging the probe) and after it ran (judging its outcome). A restart it asks for
@@ -15,10 +17,10 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
+from llem_cli.runs.record import OUTCOME_STATUSES
+
 #: Outcomes of one experiment attempt, as the Docker layer classifies them.
-OUTCOMES = frozenset(
-    {"ok", "failed", "gpu_oom", "oom_killed", "timeout", "container_died", "not_runnable"}
-)
+OUTCOMES = OUTCOME_STATUSES
 
 #: Probe error kinds; None is a probe that worked.
 PROBE_ERRORS = frozenset(
@@ -118,13 +120,17 @@ class Decision:
 
     ``restart`` is True when the runner must restart the container before
     doing anything else (always with a backoff and a fresh probe); ``prune``
-    when the not-yet-run larger configurations must be recorded ``pruned``.
+    when the not-yet-run larger configurations must be recorded ``pruned``;
+    ``remove`` when the container is suspect (a timed-out process may still run
+    in it) and nothing is left to run there: it is removed at once rather than
+    left holding the GPU while other backends run.
     """
 
     action: Action
     reason: str
     restart: bool = False
     prune: bool = False
+    remove: bool = False
 
     @property
     def final(self) -> bool:
@@ -141,7 +147,10 @@ def _restart(situation: Situation, action: Action, why: str, *, prune: bool = Fa
     """
     if situation.outcome is not None and not situation.work_left and action is not Action.RETRY:
         return Decision(
-            Action.CONTINUE, f"{why}; nothing left to run in this container", prune=prune
+            Action.CONTINUE,
+            f"{why}; nothing left to run in this container",
+            prune=prune,
+            remove=True,
         )
     used, budget = situation.restarts_used, situation.policy.max_restarts
     if used >= budget:

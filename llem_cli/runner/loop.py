@@ -1,9 +1,13 @@
 """The campaign loop: gap, probe, exec, record, decide — for each experiment in plan order.
 
-Everything Docker goes through the ContainerManager; everything that must
-survive a crash goes through the journal before the next step; every choice
-between continue / restart / retry / skip / abort is made by
-:func:`llem_cli.run.decision.decide`, which this module only carries out.
+The loop runs over three small interfaces and nothing else: a container layer
+(:class:`~llem_cli.runner.containers.Containers`), host measurement
+(:class:`~llem_cli.runner.measuring.Measuring`) and an event log (the journal, whose every
+event is on disk before the next step). Every choice between continue / restart / retry /
+skip / abort is made by :func:`llem_cli.runner.decision.decide`, which this module only carries
+out; before a failed experiment is recorded, :func:`llem_cli.runner.faults.check_environment`
+makes sure the failure was the experiment's and not the host's. ``llem run``, ``llem run
+--dry-run`` and the loop's table tests (``tests/unit/test_loop.py``) all drive this one loop.
 """
 
 from __future__ import annotations
@@ -13,35 +17,38 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from llem_cli.campaign.load import LoadedCampaign
-from llem_cli.docker.manager import ContainerManager
+from llem_cli.campaign.model import Campaign
 from llem_cli.docker.probe import ProbeResult
-from llem_cli.docker.proc import redact_text
 from llem_cli.errors import RunAborted
+from llem_cli.redaction import redact_text
 from llem_cli.runner import decision as d
+from llem_cli.runner.containers import Containers
 from llem_cli.runner.experiment_command import experiment_argv, experiment_environment
-from llem_cli.runner.measuring import HostTelemetry, record_fields, without_window_figures
+from llem_cli.runner.faults import check_environment
+from llem_cli.runner.measuring import Measuring, record_fields, without_window_figures
 from llem_cli.runner.prune import to_prune
-from llem_cli.runner.records import (
-    record_from_outcome,
-    record_interrupted,
-    record_not_run,
-    set_aside_stale_result,
-)
+from llem_cli.runner.records import record_from_outcome, record_interrupted, record_not_run
 from llem_cli.runner.schedule import Experiment, pause
-from llem_cli.runs.journal import Journal
-from llem_cli.runs.layout import RunDir
 from llem_cli.runs.record import Record
 from llem_cli.runs.state import RunState
 from llem_cli.signals import SignalReceived
+from llem_cli.timestamps import utc_now
 
 #: Probe statuses the decision knows by name; any other failed probe is "failed".
 _PROBE_ERRORS = d.PROBE_ERRORS - {None, "failed"}
 
 Emit = Callable[[dict[str, Any]], None]
+
+
+class EventLog(Protocol):
+    """Where the loop's events go: the run's journal (or ``--dry-run``'s unwritten one)."""
+
+    def append(self, kind: str, /, **fields: Any) -> dict[str, Any]:
+        """Record one event durably and return it as written."""
+        ...
 
 
 def probe_for_decision(result: ProbeResult, gpus: list[int] | None) -> d.Probe:
@@ -63,53 +70,68 @@ class LoopState:
     counts: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass
+class LoopContext:
+    """The run the loop works for: its id, plan and replayed state, and how an experiment's
+    directory is prepared (created on disk by a run; only named by ``--dry-run``)."""
+
+    campaign: Campaign
+    run_id: str
+    experiments: list[Experiment]
+    replayed: RunState
+    prepare_dir: Callable[[str], Path]
+
+
 class CampaignLoop:
-    """Runs the pending experiments of one run inside an entered ContainerManager."""
+    """Runs the pending experiments of one run over a started container layer."""
 
     def __init__(
         self,
-        loaded: LoadedCampaign,
-        run: RunDir,
-        experiments: list[Experiment],
-        state: RunState,
-        journal: Journal,
-        manager: ContainerManager,
+        context: LoopContext,
+        *,
+        containers: Containers,
+        measuring: Measuring,
+        journal: EventLog,
         emit: Emit,
         sleep: Callable[[float], None] = time.sleep,
+        check_env: Callable[..., None] = check_environment,
     ) -> None:
-        self.loaded = loaded
-        self.campaign = loaded.campaign
-        self.run = run
-        self.experiments = experiments
-        self.replayed = state
+        self.context = context
+        self.campaign = context.campaign
+        self.run_id = context.run_id
+        self.experiments = context.experiments
+        self.replayed = context.replayed
+        self.containers = containers
+        self.measuring = measuring
         self.journal = journal
-        self.manager = manager
         self.emit = emit
         self.sleep = sleep
+        self.check_env = check_env
         health = self.campaign.health
         self.policy = d.Policy(
             max_memory_used_pct=health.max_memory_used_pct,
             max_restarts=health.max_restarts,
             retries=self.campaign.execution.retries,
         )
+        state = context.replayed
         self.state = LoopState(restarts_total=state.restarts)
-        self.pending = [e for e in experiments if state.needs_run(e.key)]
+        self.pending = [e for e in self.experiments if state.needs_run(e.key)]
         self.remaining_per_service = Counter(e.service for e in self.pending)
         self.started_services: set[str] = set()
         self.settled: set[str] = set()  # keys recorded (not interrupted) in this session
         self._position: int | None = None  # index in self.pending of the experiment running
-        self.telemetry = HostTelemetry(self.campaign, emit, self._log)
         self._prune_from_history()
 
     # ---- journal + display ----------------------------------------------------------------------
 
-    def _log(self, kind: str, /, **fields: Any) -> None:
+    def log(self, kind: str, /, **fields: Any) -> None:
+        """Journal an event and show it."""
         self.emit(self.journal.append(kind, **fields))
 
     def _finish(
         self, experiment: Experiment, record: Record, kind: str = "experiment_finished"
     ) -> None:
-        self._log(kind, key=record.key, record=record)
+        self.log(kind, key=record.key, record=record)
         self.state.counts[record.status] += 1
         if record.status == "interrupted":
             return
@@ -126,8 +148,8 @@ class CampaignLoop:
         total = len(self.experiments)
         done_before = total - len(self.pending)
         if self.pending:
-            _ = self.telemetry.available  # says once what can be measured
-            self.telemetry.measure_idle_baseline()
+            self.measuring.announce()
+            self.measuring.measure_idle_baseline()
         for position, experiment in enumerate(self.pending):
             index = done_before + 1 + position
             self._position = position
@@ -174,13 +196,14 @@ class CampaignLoop:
 
     def _run_one(self, experiment: Experiment, index: int, total: int) -> None:
         service = experiment.service
+        backend = self.campaign.backends[experiment.config.backend]
         self._ensure_started(service)
         attempt = 1
         after_restart = False
         while True:
             self._check_health(experiment, attempt, after_restart)
             after_restart = False
-            self._log(
+            self.log(
                 "experiment_started",
                 key=experiment.key,
                 backend=experiment.config.backend,
@@ -190,19 +213,16 @@ class CampaignLoop:
                 total=total,
             )
             restarts_before = self.state.restarts_total
-            exp_dir = self.run.make_experiment(experiment.key)
-            exp_dir.chmod(0o777)  # the container's user may not be root
-            set_aside_stale_result(exp_dir)
-            gpus = self.campaign.backends[experiment.config.backend].gpus
-            thermal = self.telemetry.wait_until_cool(gpus)
+            exp_dir = self.context.prepare_dir(experiment.key)
+            thermal = self.measuring.wait_until_cool(backend.gpus)
             window = f"{experiment.key}#{attempt}"
-            self.telemetry.begin(window, gpus)
-            exec_started, exec_t0 = datetime.now(timezone.utc), time.monotonic()
+            self.measuring.begin(window, backend.gpus)
+            exec_started, exec_t0 = utc_now(), time.monotonic()
             try:
-                outcome = self.manager.exec(
+                outcome = self.containers.exec(
                     service,
-                    experiment_argv(self.campaign, self.run.run_id, experiment),
-                    env=experiment_environment(self.campaign, self.run.run_id, experiment),
+                    experiment_argv(self.campaign, self.run_id, experiment),
+                    env=experiment_environment(self.campaign, self.run_id, experiment),
                     timeout_s=self.campaign.execution.timeout,
                     stdout_path=exp_dir / "stdout.log",
                     stderr_path=exp_dir / "stderr.log",
@@ -215,17 +235,17 @@ class CampaignLoop:
                 self._finish(experiment, record)
                 raise
             finally:
-                measurement = self.telemetry.end(window)
-            restarts_used = self.state.restarts_session
-            if outcome.restarted:
-                # the manager already restarted the container (a timeout leaves the process
-                # running): it counts, and the budget is judged as it stood before it
-                self._count_restart(service, f"{outcome.status}: process killed with the container")
+                # the window closes with the exec: a restart that follows is never in it
+                measurement = self.measuring.end(window)
+            if not outcome.ok:
+                # the host, not the experiment, may have failed (daemon gone, disk full): that
+                # stops the run before anything is recorded, so --resume runs it again
+                self.check_env(outcome, exp_dir)
             situation = d.Situation(
                 outcome=outcome.status,
                 probe=None,
                 policy=self.policy,
-                restarts_used=restarts_used,
+                restarts_used=self.state.restarts_session,
                 attempt=attempt,
                 work_left=self._runs_left(service, experiment),
             )
@@ -235,17 +255,17 @@ class CampaignLoop:
                 work_left = self._runs_left(service, experiment)
                 verdict = d.decide(dataclasses.replace(situation, work_left=work_left))
             if verdict.action is d.Action.RETRY:
-                self._restart_unless_done(service, verdict.reason, outcome.restarted)
+                self._restart(service, verdict.reason)
                 attempt += 1
                 after_restart = True
                 continue
             measured = record_fields(measurement, thermal)
-            if outcome.restarted and measurement is not None:
-                # the window ran on through the restart that killed the timed-out process
+            if outcome.status == "timeout" and measurement is not None:
                 measured = without_window_figures(
                     measured,
-                    "the window includes the container restart after the timeout",
-                    "window_includes_restart",
+                    "the experiment did not finish within execution.timeout: "
+                    "the window holds only part of it",
+                    "window_cut_by_timeout",
                 )
             record = record_from_outcome(
                 experiment,
@@ -254,36 +274,42 @@ class CampaignLoop:
                 restarts_before=restarts_before,
                 experiment_dir=exp_dir,
                 measured=measured,
-                secret_env=self.campaign.backends[experiment.config.backend].env,
+                secret_env=backend.env,
             )
             self._finish(experiment, record)
             if verdict.action is d.Action.SKIP_BACKEND:
-                backend = experiment.config.backend
-                self.state.skipped_backends[backend] = (
+                self.state.skipped_backends[experiment.config.backend] = (
                     f"backend command not runnable (experiment {experiment.key})"
                 )
             elif verdict.action is d.Action.ABORT:
                 raise RunAborted(verdict.reason)
             elif verdict.restart and self.remaining_per_service[service] > 0:
-                self._restart_unless_done(service, verdict.reason, outcome.restarted)
+                self._restart(service, verdict.reason)
+            elif verdict.remove:
+                self._stop_service(service)
             return
 
     # ---- health ---------------------------------------------------------------------------------
 
-    def _check_health(self, experiment: Experiment, attempt: int, after_restart: bool) -> None:
-        """Probe when due (and always after a restart); restart or abort as decided."""
+    def probe_due(self, after_restart: bool) -> bool:
+        """Whether the next experiment is probed first: every ``health.every``-th, and always
+        right after a restart (``every: 0`` turns probing off)."""
         every = self.campaign.health.every
         if every <= 0:
-            return
+            return False
         due = after_restart or self.state.probes_due % every == 0
         self.state.probes_due += 1
-        if not due:
+        return due
+
+    def _check_health(self, experiment: Experiment, attempt: int, after_restart: bool) -> None:
+        """Probe when due; restart or abort as decided."""
+        if not self.probe_due(after_restart):
             return
         service = experiment.service
         gpus = self.campaign.backends[experiment.config.backend].gpus
         while True:
             result = self._probe(service)
-            self._log(
+            self.log(
                 "probe",
                 service=service,
                 status=result.status,
@@ -310,7 +336,7 @@ class CampaignLoop:
     def _probe(self, service: str) -> ProbeResult:
         health = self.campaign.health
         argv = None if health.probe == "nvidia-smi" else list(health.probe)
-        return self.manager.probe(service, argv, timeout_s=health.probe_timeout)
+        return self.containers.probe(service, argv, timeout_s=health.probe_timeout)
 
     # ---- containers -----------------------------------------------------------------------------
 
@@ -318,39 +344,32 @@ class CampaignLoop:
         if service in self.started_services:
             return
         self.emit({"type": "container", "service": service, "state": "starting"})
-        self.manager.start(service)
+        self.containers.start(service)
         self.started_services.add(service)
         self.emit({"type": "container", "service": service, "state": "running"})
 
     def _stop_service(self, service: str) -> None:
-        """Tear down a backend's container once none of its experiments remain."""
+        """Remove a backend's container once none of its experiments remain."""
         if service not in self.started_services:
             return
-        self.manager.stop(service)
+        self.containers.stop(service)
         self.started_services.discard(service)
         self.emit(
             {"type": "container", "service": service, "state": "removed (no experiments left)"}
         )
 
-    def _count_restart(self, service: str, reason: str) -> None:
-        self.state.restarts_total += 1
-        self.state.restarts_session += 1
-        self._log("restart", service=service, reason=reason, restarts=self.state.restarts_total)
-
     def _restart(self, service: str, reason: str) -> None:
-        """Back off, restart, count it (the caller probes again before running anything)."""
+        """Back off, count the restart (journaled), restart; the caller probes again after."""
         backoff = d.backoff_seconds(
             self.campaign.health.restart_backoff, self.state.restarts_session
         )
         if backoff > 0:
             self.emit({"type": "waiting", "seconds": backoff, "why": "restart backoff"})
             self.sleep(backoff)
-        self._count_restart(service, reason)
-        self.manager.restart(service)
-
-    def _restart_unless_done(self, service: str, reason: str, already: bool) -> None:
-        if not already:
-            self._restart(service, reason)
+        self.state.restarts_total += 1
+        self.state.restarts_session += 1
+        self.log("restart", service=service, reason=reason, restarts=self.state.restarts_total)
+        self.containers.restart(service)
 
     # ---- pruning --------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """Host GPU measurement around experiments: thermal gate, idle baseline, energy windows.
 
-A thin adapter between the loop and :mod:`llem_cli.telemetry`: it owns the one
-EnergyMonitor of a session, says once when nothing can be measured, and turns a
-Measurement into the record's fields (null, never 0, for what was not measured).
+A thin adapter between the loop and :mod:`llem_cli.telemetry`: :class:`HostTelemetry` owns the
+one EnergyMonitor of a session, says once when nothing can be measured, and
+:func:`record_fields` turns a Measurement into the record's fields (null, never 0, for what was
+not measured). The loop sees only the :class:`Measuring` protocol, so ``--dry-run`` and the
+loop's tests run it with :class:`NoMeasuring` (or a scripted stand-in) and no NVML.
 """
 
 from __future__ import annotations
@@ -22,6 +24,52 @@ class LogEvent(Protocol):
 
     def __call__(self, kind: str, /, **fields: Any) -> None:
         """Journal an event of type ``kind`` with ``fields`` as its other keys."""
+
+
+class Measuring(Protocol):
+    """What the loop asks of host measurement around each experiment."""
+
+    def announce(self) -> None:
+        """Say once (journaled) what can be measured, before the first experiment."""
+
+    def measure_idle_baseline(self) -> None:
+        """``execution.idle_baseline``: idle power once, before the first experiment."""
+
+    def wait_until_cool(self, gpus: list[int] | None) -> ThermalWait | None:
+        """``execution.thermal``: wait for the GPUs to cool (None: not configured)."""
+
+    def begin(self, key: str, gpus: list[int] | None) -> None:
+        """Open an experiment's energy window, just before its exec."""
+
+    def end(self, key: str) -> Measurement | None:
+        """Close the window; what it measured (None: nothing is measured)."""
+
+    def close(self) -> None:
+        """Release what measuring holds (the sampler thread, NVML)."""
+
+
+class NoMeasuring:
+    """Measures nothing, says nothing: ``--dry-run`` (no NVML is touched, nothing journaled)."""
+
+    def announce(self) -> None:
+        """Nothing to say."""
+
+    def measure_idle_baseline(self) -> None:
+        """Nothing to measure."""
+
+    def wait_until_cool(self, gpus: list[int] | None) -> ThermalWait | None:
+        """No wait."""
+        return None
+
+    def begin(self, key: str, gpus: list[int] | None) -> None:
+        """No window."""
+
+    def end(self, key: str) -> Measurement | None:
+        """No measurement: the record's figures stay null."""
+        return None
+
+    def close(self) -> None:
+        """Nothing held."""
 
 
 class HostTelemetry:
@@ -55,6 +103,10 @@ class HostTelemetry:
     def available(self) -> bool:
         """Whether at least one host GPU can be read."""
         return self.monitor.unavailable_reason is None
+
+    def announce(self) -> None:
+        """Open NVML now, which journals once what can be measured."""
+        _ = self.monitor
 
     def measure_idle_baseline(self) -> None:
         """``execution.idle_baseline``: idle power once, before the first experiment."""

@@ -1,31 +1,33 @@
-"""Turning an exec outcome into the record of DESIGN.md, and the run's ``results.csv``."""
+"""An experiment's directory and record: prepared before its exec, the record built after.
+
+The record's fields are DESIGN.md's (see docs/design.md, "Run directory"); the experiment's own
+``result.json`` is merged into its ``metrics``.
+"""
 
 from __future__ import annotations
 
-import csv
-import errno
-import io
 import json
-import os
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from llem_cli.atomic import atomic_write_text
-from llem_cli.docker.compose import daemon_problem, daemon_unreachable
 from llem_cli.docker.outcome import ExecOutcome
-from llem_cli.docker.proc import redact_text
-from llem_cli.errors import EnvironmentProblem
+from llem_cli.redaction import redact_text
 from llem_cli.runner.schedule import Experiment
-from llem_cli.runs.record import RECORD_FIELDS, Record
+from llem_cli.runs.layout import RunDir
+from llem_cli.runs.record import Record
+from llem_cli.timestamps import iso
 
 RESULT_FILE = "result.json"
 
 
-def iso(moment: datetime) -> str:
-    """UTC ISO 8601 with milliseconds, the journal's time format."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+def prepare_experiment_dir(run: RunDir, key: str) -> Path:
+    """Create ``experiments/<key>/`` for an attempt: writable by the container's user (which
+    may not be root), with an earlier attempt's ``result.json`` set aside."""
+    path = run.make_experiment(key)
+    path.chmod(0o777)
+    set_aside_stale_result(path)
+    return path
 
 
 def set_aside_stale_result(experiment_dir: Path) -> Path | None:
@@ -70,42 +72,6 @@ def read_metrics(experiment_dir: Path) -> tuple[dict[str, Any] | None, str | Non
     if not isinstance(data, dict):
         return None, "result.json is not a JSON object"
     return data, None
-
-
-def check_space_for_logs(experiment_dir: Path) -> None:
-    """Raise ENOSPC when the experiment's filesystem is full.
-
-    The docker client exits non-zero when it cannot write the experiment's output to
-    ``stdout.log``: on a full results filesystem a good experiment would be recorded ``failed``
-    (and never run again). Its record must not be written at all: the run stops (exit 3) and
-    ``--resume`` runs it again once there is space.
-    """
-    try:
-        st = os.statvfs(experiment_dir)
-    except OSError:
-        return
-    if st.f_blocks and st.f_bavail == 0:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(experiment_dir))
-
-
-def check_daemon_after_failure(outcome: ExecOutcome) -> None:
-    """Raise EnvironmentProblem when a failed exec failed because the daemon is gone.
-
-    ``docker compose exec`` against a stopped daemon exits 1 with "Cannot connect to the Docker
-    daemon": recorded as it is, every remaining experiment would be settled ``failed`` in a few
-    milliseconds each and never run again. Confirmed with ``docker version`` (the experiment
-    itself might print such a line), the run stops instead (exit 3) without a record for this
-    experiment, so ``--resume`` runs it once the daemon is back.
-    """
-    if not daemon_unreachable(outcome.stderr_tail):
-        return
-    why = daemon_problem()
-    if why is None:
-        return
-    raise EnvironmentProblem(
-        f"the Docker daemon is not reachable: {why}",
-        hint="start it again, then run with --resume",
-    )
 
 
 def identity(experiment: Experiment) -> dict[str, Any]:
@@ -162,9 +128,6 @@ def record_from_outcome(
     from the error text, beside llem's own environment.
     """
     status = status or outcome.status
-    if status != "ok":
-        check_space_for_logs(experiment_dir)
-        check_daemon_after_failure(outcome)
     metrics, metrics_error = read_metrics(experiment_dir)
     error = None
     if status != "ok":
@@ -197,24 +160,3 @@ def record_not_run(experiment: Experiment, status: str, why: str, restarts_befor
         error=why,
         restarts_before=restarts_before,
     )
-
-
-def csv_text(records: Iterable[Record]) -> str:
-    """Records as CSV: DESIGN.md's fields, params and metrics as JSON, null as empty."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(RECORD_FIELDS)
-    for record in records:
-        row = []
-        for name in RECORD_FIELDS:
-            value = getattr(record, name)
-            if isinstance(value, dict):
-                value = json.dumps(value, sort_keys=True)
-            row.append("" if value is None else value)
-        writer.writerow(row)
-    return buffer.getvalue()
-
-
-def write_results_csv(path: Path, records: Iterable[Record]) -> None:
-    """Write ``results.csv`` atomically (a reader never sees half a file)."""
-    atomic_write_text(path, csv_text(records))

@@ -46,10 +46,18 @@ class Experiment:
 def order_experiments(configs: list[Config], campaign: Campaign) -> Iterator[Experiment]:
     """Experiments in execution order; lazy except for ``shuffled``, which needs all pairs.
 
-    interleaved: every configuration once per cycle, cycle after cycle, so repeats
-    of a configuration are spread over the whole run. grouped: backend by backend
-    (one container up at a time), cycles interleaved within a backend. shuffled:
-    a seeded, reproducible permutation of all (configuration, cycle) pairs.
+    interleaved: every configuration once per cycle, cycle after cycle, so repeats of a
+    configuration are spread over the whole run (slow drift, such as a warming room, hits
+    every configuration alike).
+
+    grouped: all cycles of a configuration back to back, configurations backend by backend
+    (backends in the order their first configuration appears, each backend's configurations
+    in expansion order), so each backend's container is up for one stretch of the run and a
+    configuration's repeats share the same conditions. DESIGN.md also groups a serving
+    backend's configurations server configuration by server configuration; serving backends
+    (``serve``) do not exist in this code yet, so that finer grouping comes with them.
+
+    shuffled: a seeded, reproducible permutation of all (configuration, cycle) pairs.
     """
     execution = campaign.execution
     cycles = range(1, execution.cycles + 1)
@@ -59,12 +67,12 @@ def order_experiments(configs: list[Config], campaign: Campaign) -> Iterator[Exp
             for config in configs:
                 yield Experiment(config, cycle, services[config.backend])
     elif execution.order == "grouped":
-        by_backend: dict[str, list[Config]] = {}
+        by_backend: dict[str, list[Config]] = {}  # dicts keep first-appearance order
         for config in configs:
             by_backend.setdefault(config.backend, []).append(config)
         for backend, group in by_backend.items():
-            for cycle in cycles:
-                for config in group:
+            for config in group:
+                for cycle in cycles:
                     yield Experiment(config, cycle, services[backend])
     else:
         pairs = [(i, c) for c in cycles for i in range(len(configs))]
@@ -79,14 +87,32 @@ def pause(
 ) -> tuple[float, str]:
     """Seconds to wait before ``experiment``, and the setting they come from (to say so).
 
-    ``gap`` between experiments, or ``cycle_gap`` (if longer) when a new cycle starts. A new
-    cycle starts when the cycle number changes (interleaved: between cycles; grouped: between
-    cycles of a backend). Shuffled order has no cycle boundaries, so only ``gap`` applies there.
+    ``gap`` between experiments, or ``cycle_gap`` (if longer) before a new cycle, which is
+    what ``cycle_gap`` promises: a pause before a cycle starts again. What "a new cycle" is
+    depends on the order:
+
+    - interleaved: the cycle number changes, i.e. between two passes over the configurations.
+    - grouped: a configuration's cycles run back to back, so the cycle number changes between
+      almost every pair and says nothing about repetition. A cycle starts again where the
+      same configuration repeats: ``cycle_gap`` applies between two experiments of the same
+      configuration, and ``gap`` between configurations (a different configuration is a new
+      measurement, not a repeat). 8 configurations x 3 cycles take 16 cycle gaps and 7 gaps
+      grouped, 2 cycle gaps and 21 gaps interleaved.
+    - shuffled: there is no cycle boundary to honour, so only ``gap`` applies.
+
+    ``previous`` is the experiment that last ran (on a resume, or after skipped and pruned
+    ones, possibly not the one just before in the plan); the rule compares the two only.
     """
     execution = campaign.execution
     if previous is None:
         return 0.0, "gap"
-    new_cycle = execution.order != "shuffled" and previous.cycle != experiment.cycle
+    if execution.order == "grouped":
+        new_cycle = (
+            previous.config.config_id == experiment.config.config_id
+            and previous.cycle != experiment.cycle
+        )
+    else:
+        new_cycle = execution.order == "interleaved" and previous.cycle != experiment.cycle
     if new_cycle and execution.cycle_gap >= execution.gap:
         return execution.cycle_gap, "cycle_gap"
     return execution.gap, "gap"

@@ -4,13 +4,14 @@ Order matters for "never lose a result, never leave a container": the lock is
 taken before anything is written, the journal records ``run_started`` before
 the first container starts, and the ContainerManager context (inside the signal
 handler) tears down on every way out, before the end event is journaled. What happens when
-the environment fails under the run (disk full, daemon gone) lives in ``runner/faults.py``.
+the environment fails under the run (disk full, daemon gone) lives in ``runner/faults.py``; which
+run directory is used (new, or the one ``--resume`` continues) in ``runs/resolve.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
+import functools
 import shutil
 import sys
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from typing import Any, cast
 from llem_cli.atomic import atomic_write_text
 from llem_cli.campaign.load import LoadedCampaign
 from llem_cli.docker.compose import discover_compose
+from llem_cli.docker.daemon import require_daemon
 from llem_cli.docker.manager import ContainerManager, StartFailed
 from llem_cli.docker.proc import CommandFailed
 from llem_cli.docker.sweep import teardown_by_label
@@ -33,25 +35,20 @@ from llem_cli.errors import (
     RunAborted,
     UsageProblem,
 )
-from llem_cli.runner.faults import (
-    check_daemon,
-    disk_problem,
-    is_disk_error,
-    unsettle_last_failure,
-)
-from llem_cli.runner.loop import CampaignLoop
-from llem_cli.runner.records import write_results_csv
+from llem_cli.runner.faults import disk_problem, is_disk_error
+from llem_cli.runner.loop import CampaignLoop, LoopContext
+from llem_cli.runner.measuring import HostTelemetry
+from llem_cli.runner.records import prepare_experiment_dir
 from llem_cli.runner.reporter import Reporter
 from llem_cli.runner.schedule import Experiment, order_experiments, stream_json
 from llem_cli.runs.journal import Journal
-from llem_cli.runs.layout import RunDir, create_run_dir, planned_keys
+from llem_cli.runs.layout import RunDir, planned_keys
 from llem_cli.runs.lock import RunLock
 from llem_cli.runs.record import Record
-from llem_cli.runs.resolve import campaign_of_run, find_newest_unfinished
+from llem_cli.runs.resolve import run_to_use
+from llem_cli.runs.results_csv import write_results_csv
 from llem_cli.runs.state import RunState, replay
 from llem_cli.signals import handle_signals
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,33 +58,6 @@ class RunRequest:
     resume: bool = False
     resume_dir: Path | None = None
     results_dir: Path | None = None
-
-
-def select_run_dir(loaded: LoadedCampaign, request: RunRequest) -> tuple[RunDir, bool]:
-    """The run directory to use and whether it is a resume (DESIGN.md's --resume rules)."""
-    name = loaded.campaign.name
-    results = loaded.results_dir(request.results_dir)
-    if request.resume_dir is not None:
-        run = RunDir(request.resume_dir.resolve())
-        if not run.journal.exists():
-            raise UsageProblem(
-                f"{request.resume_dir}: not a run directory (no journal.jsonl)",
-                hint="give a directory under <results>/<name>/, or --resume alone",
-            )
-        started_for = campaign_of_run(run)
-        if started_for is not None and started_for != name:
-            # its lock is another project's and its records another campaign's: resuming it
-            # would mix two campaigns in one journal, unguarded against the owner's own resume
-            raise UsageProblem(
-                f"{request.resume_dir}: a run of campaign '{started_for}', not '{name}'",
-                hint=f"resume it with that campaign's file, or give a run under {results / name}",
-            )
-        return run, True
-    if request.resume:
-        found = find_newest_unfinished(results, name)
-        if found is not None:
-            return found, True
-    return create_run_dir(results, name), False
 
 
 def check_resume_compatible(run: RunDir, experiments: list[Experiment]) -> list[str] | None:
@@ -123,13 +93,16 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
     campaign = loaded.campaign
     experiments = list(order_experiments(loaded.configs, campaign))
     compose = discover_compose()
-    check_daemon()
+    require_daemon()
+    results = loaded.results_dir(request.results_dir)
     try:
-        run, resumed = select_run_dir(loaded, request)
+        run, resumed = run_to_use(
+            results, campaign.name, resume=request.resume, resume_dir=request.resume_dir
+        )
     except OSError as exc:
         if not is_disk_error(exc):
             raise
-        raise disk_problem(exc, loaded.results_dir(request.results_dir)) from None
+        raise disk_problem(exc, results) from None
     lock = RunLock(campaign.project_name, run.root)
     try:
         lock.acquire()
@@ -186,7 +159,17 @@ def _execute_locked(
             argv=sys.argv[1:],
         )
     )
+    def log(kind: str, /, **fields: Any) -> None:
+        emit(journal.append(kind, **fields))
+
     loop: CampaignLoop | None = None
+    context = LoopContext(
+        campaign=loaded.campaign,
+        run_id=run.run_id,
+        experiments=experiments,
+        replayed=state,
+        prepare_dir=functools.partial(prepare_experiment_dir, run),
+    )
     try:
         with (
             handle_signals(),
@@ -201,11 +184,14 @@ def _execute_locked(
         ):
             if resumed:
                 _remove_leftovers(run, manager, emit)
-            loop = CampaignLoop(loaded, run, experiments, state, journal, manager, emit)
+            measuring = HostTelemetry(loaded.campaign, emit, log)
+            loop = CampaignLoop(
+                context, containers=manager, measuring=measuring, journal=journal, emit=emit
+            )
             try:
                 loop.run_all()
             finally:
-                loop.telemetry.close()
+                measuring.close()
     except Interrupted as exc:
         signal_name = "SIGINT" if exc.exit_code == 130 else "SIGTERM"
         _journal_end(run, journal, emit, "interrupted", **base, signal=signal_name)
@@ -217,11 +203,9 @@ def _execute_locked(
         # a container that cannot start (missing image, no GPU runtime) is the
         # environment's problem, not a policy decision: exit 3, resumable once fixed
         reason = exc.one_line()
-        unsettle_last_failure(run, journal, emit)
         _journal_end(run, journal, emit, "run_aborted", **base, reason=reason)
         raise EnvironmentProblem(reason, hint="check with 'llem doctor FILE'") from None
     except EnvironmentProblem as exc:
-        unsettle_last_failure(run, journal, emit)
         _journal_end(run, journal, emit, "run_aborted", **base, reason=exc.one_line())
         raise
     except OSError as exc:

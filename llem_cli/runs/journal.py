@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ from typing import Any
 from llem_cli.atomic import fsync_dir
 from llem_cli.runs.record import Record, finite_only
 from llem_cli.timestamps import utc_now_iso
-
-log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -43,6 +40,22 @@ EVENT_TYPES = frozenset(
 )
 RECORD_EVENTS = frozenset({"experiment_finished", "pruned", "skipped"})
 _RESERVED = frozenset({"type", "ts", "pid"})
+
+
+def make_event(kind: str, /, **fields: Any) -> dict[str, Any]:
+    """The event :meth:`Journal.append` writes (``type``, ``ts``, ``pid``, then ``fields``).
+
+    Apart from the writer so that ``--dry-run``'s unwritten journal builds the same events.
+    """
+    if kind not in EVENT_TYPES:
+        raise ValueError(f"unknown journal event type {kind!r}")
+    record = fields.get("record")
+    if isinstance(record, Record):
+        fields["record"] = record.to_json()
+    if not _RESERVED.isdisjoint(fields):
+        raise ValueError(f"event fields may not be named {sorted(_RESERVED)}")
+    # "type" first: replay recognises some events by their line's prefix.
+    return {"type": kind, "ts": utc_now_iso(), "pid": os.getpid(), **fields}
 
 
 def _encode(event: dict[str, Any]) -> bytes:
@@ -105,15 +118,7 @@ class Journal:
 
         Returns the event as written, for the progress display and ``--json``.
         """
-        if kind not in EVENT_TYPES:
-            raise ValueError(f"unknown journal event type {kind!r}")
-        record = fields.get("record")
-        if isinstance(record, Record):
-            fields["record"] = record.to_json()
-        if not _RESERVED.isdisjoint(fields):
-            raise ValueError(f"event fields may not be named {sorted(_RESERVED)}")
-        # "type" first: replay recognises some events by their line's prefix.
-        event = {"type": kind, "ts": utc_now_iso(), "pid": os.getpid(), **fields}
+        event = make_event(kind, **fields)
         self._write(_encode(event))
         return event
 

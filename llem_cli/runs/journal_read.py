@@ -136,9 +136,11 @@ def _decode_one(line: str) -> Any:
 
 
 def _report(defects: list[Defect] | None, defect: Defect) -> None:
-    log.warning("%s", defect)
+    """Hand a defect to the caller that collects them (it says so once), else log it."""
     if defects is not None:
         defects.append(defect)
+    else:
+        log.warning("%s", defect)
 
 
 def last_event_type(journal: Path, chunk: int = 8192) -> str | None:

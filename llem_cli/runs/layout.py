@@ -18,6 +18,7 @@ from pathlib import Path
 
 from llem_cli.atomic import fsync_dir
 from llem_cli.runs.journal import JOURNAL_NAME
+from llem_cli.timestamps import utc_now
 
 RUN_ID_FORMAT = "%Y%m%dT%H%M%SZ"
 _RUN_ID = re.compile(r"(\d{8}T\d{6}Z)(?:-([1-9]\d*))?")
@@ -26,7 +27,7 @@ _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 def new_run_id(now: datetime | None = None) -> str:
     """The run id for ``now`` (default: the current time), e.g. ``20261128T140500Z``."""
-    moment = now or datetime.now(timezone.utc)
+    moment = now or utc_now()
     if moment.tzinfo is None:
         raise ValueError("run ids are UTC: pass an aware datetime")
     return moment.astimezone(timezone.utc).strftime(RUN_ID_FORMAT)

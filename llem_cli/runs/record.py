@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
-#: Every record status (DESIGN.md "Run directory").
-STATUSES = frozenset(
-    {
-        "ok",
-        "failed",
-        "gpu_oom",
-        "oom_killed",
-        "timeout",
-        "container_died",
-        "not_runnable",
-        "pruned",
-        "skipped",
-        "interrupted",
-    }
-)
+#: What one exec of an experiment can come to, as the container layer classifies it.
+OutcomeStatus = Literal[
+    "ok", "failed", "gpu_oom", "oom_killed", "timeout", "container_died", "not_runnable"
+]
+OUTCOME_STATUSES: frozenset[str] = frozenset(get_args(OutcomeStatus))
+#: Statuses llem gives an experiment it did not run to its end (pruned, skipped, a signal).
+NOT_RUN_STATUSES = frozenset({"pruned", "skipped", "interrupted"})
+#: Every record status (docs/design.md, "Run directory").
+STATUSES = OUTCOME_STATUSES | NOT_RUN_STATUSES
 #: Statuses that settle an experiment: a resume does not run it again.
 FINAL_STATUSES = STATUSES - {"interrupted"}
 

@@ -1,32 +1,32 @@
-"""The shipped compose files (compose/*.yml) and the helper scripts they mount (compose/scripts/).
+"""The shipped compose files (compose/*.yml) through Docker Compose and a real engine.
 
-Compose files are checked three ways: as text (they are exactly what ``llem init`` writes, so the
-two cannot drift), as data (GPU reservation, HF_TOKEN passed through with no value, the shared
-cache volume), and by Docker Compose itself (``config -q`` needs no image and no GPU). The
-vLLM entrypoint reset is checked against a real engine with a stand-in image whose ENTRYPOINT
-would swallow llem's keep-alive, with the reset removed as the control.
-The scripts are tested without torch: argument parsing, the timing loop, the JSON report.
+``docker compose config -q`` needs no image and no GPU. The repository's compose files are
+symlinks into the package (``llem_cli/templates/compose``): Compose must read them through the
+link and resolve their ``./scripts`` mount to the package's scripts, whether given the link or
+the resolved path (llem passes resolved paths). The vLLM entrypoint reset is checked against a
+real engine with a stand-in image whose ENTRYPOINT would swallow llem's keep-alive, with the
+reset removed as the control. The checks that need no engine (the files as text and as data,
+the links, the helper scripts) are in tests/unit/test_shipped_templates.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-import yaml
 
-from llem_cli.init_templates import BACKENDS, SCRIPT_SOURCES, render_compose, script_source
+import llem_cli.templates
+from llem_cli.templates import BACKENDS, script_text
+
+pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
-SCRIPTS = COMPOSE / "scripts"
+PACKAGE_COMPOSE = Path(llem_cli.templates.__file__).parent / "compose"
 ENGINE_FILES = sorted(COMPOSE / f"{name}.yml" for name in BACKENDS)
 
 
@@ -42,49 +42,9 @@ def docker(*args: str, timeout: float = 120, **kwargs: object) -> subprocess.Com
     )
 
 
-# --- compose files as text and as data -------------------------------------------------------
-
-
-@pytest.mark.parametrize("backend", list(BACKENDS))
-def test_compose_file_is_what_init_writes(backend: str) -> None:
-    assert (COMPOSE / f"{backend}.yml").read_text() == render_compose([backend])
-
-
-@pytest.mark.parametrize("path", ENGINE_FILES, ids=lambda p: p.name)
-def test_compose_file_reserves_gpus_and_passes_hf_token_through(path: Path) -> None:
-    doc = yaml.safe_load(path.read_text())
-    (name, service), *others = doc["services"].items()
-    assert not others
-    assert ":" in service["image"] and not service["image"].endswith(":latest"), "pin a tag"
-    devices = service["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu", "utility"]}]
-    assert "HF_TOKEN" in service["environment"]  # list form, name only: taken from the host
-    assert not any(str(e).startswith("HF_TOKEN=") for e in service["environment"])
-    assert "hf-cache:/root/.cache/huggingface" in service["volumes"]
-    assert doc["volumes"]["hf-cache"]["name"] == "llem-hf-cache"
-    assert service.get("ipc") == "host" or service.get("shm_size")
-
-
-def test_only_vllm_resets_the_entrypoint() -> None:
-    """vLLM's ENTRYPOINT would swallow `sleep infinity`; the others exec their arguments."""
-    resets = {
-        name: "entrypoint" in yaml.safe_load(render_compose([name]))["services"][name]
-        for name in BACKENDS
-    }
-    assert resets == {"pytorch": False, "vllm": True, "tensorrt": False, "sglang": False}
-    assert yaml.safe_load(render_compose(["vllm"]))["services"]["vllm"]["entrypoint"] == []
-
-
-def test_scripts_are_the_packaged_sources() -> None:
-    assert sorted(p.name for p in SCRIPTS.glob("*.py")) == sorted(SCRIPT_SOURCES)
-    for name in SCRIPT_SOURCES:
-        assert (SCRIPTS / name).read_text() == script_source(name), f"re-copy {name}"
-
-
 # --- compose files through Docker Compose --------------------------------------------------
 
 
-@pytest.mark.docker
 @pytest.mark.parametrize(
     "files",
     [[p] for p in ENGINE_FILES] + [ENGINE_FILES],
@@ -96,6 +56,56 @@ def test_compose_config_accepts(files: list[Path]) -> None:
         argv += ["-f", str(path)]
     done = docker(*argv, "config", "-q")
     assert done.returncode == 0, done.stderr
+
+
+def _scripts_source(config: dict, service: str) -> str:
+    """The host folder Compose bind-mounts at /llem/scripts for ``service``."""
+    volumes = config["services"][service]["volumes"]
+    (source,) = [v["source"] for v in volumes if v["target"] == "/llem/scripts"]
+    return source
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "tensorrt"])
+def test_scripts_mount_resolves_through_the_link_and_the_real_file(backend: str) -> None:
+    """Compose does not resolve a linked file: its project folder is compose/, so ./scripts is
+    compose/scripts (a link to the package folder). llem passes resolved paths: then ./scripts
+    is the package folder itself. Both must be the one folder of scripts."""
+    linked = COMPOSE / f"{backend}.yml"
+    for path in (linked, linked.resolve()):
+        done = docker("compose", "-f", str(path), "config", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        source = Path(_scripts_source(json.loads(done.stdout), backend))
+        assert source == path.parent / "scripts"
+        assert source.resolve() == PACKAGE_COMPOSE / "scripts"
+
+
+@pytest.mark.parametrize("via", ["link", "resolved"])
+def test_container_sees_the_scripts_through_the_link(via: str, tmp_path: Path) -> None:
+    """The mounted scripts are readable files in the container, not dangling links."""
+    tag = uuid.uuid4().hex[:8]
+    project, volume = f"llemt-scripts-{tag}", f"llemt-scripts-{tag}-hf"
+    standin = tmp_path / "standin.yml"
+    standin.write_text(
+        "services:\n"
+        "  pytorch:\n"
+        "    image: llem-test-busybox:latest\n"
+        "    network_mode: none\n"
+        "    deploy: !reset {}\n"
+        "volumes:\n"
+        "  hf-cache:\n"
+        f"    name: {volume}\n"  # never the user's real llem-hf-cache
+    )
+    path = COMPOSE / "pytorch.yml"
+    path = path.resolve() if via == "resolved" else path
+    base = ["compose", "-p", project, "-f", str(path), "-f", str(standin)]
+    try:
+        done = docker(*base, "run", "--rm", "-T", "pytorch",
+                      "cat", "/llem/scripts/llem_generate_bench.py")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == script_text("llem_generate_bench.py")
+    finally:
+        docker(*base, "down", "-t", "0", "-v")
+        docker("volume", "rm", "-f", volume)
 
 
 @pytest.fixture
@@ -146,7 +156,6 @@ def _up_vllm_service(run_spec, image: str, reset_entrypoint: bool) -> dict:
         docker("volume", "rm", "-f", volume)
 
 
-@pytest.mark.docker
 def test_vllm_entrypoint_reset_keeps_the_container_alive(run_spec, swallowing_image: str) -> None:
     info = _up_vllm_service(run_spec, swallowing_image, reset_entrypoint=True)
     assert info["Config"]["Cmd"] == ["sleep", "infinity"]
@@ -154,7 +163,6 @@ def test_vllm_entrypoint_reset_keeps_the_container_alive(run_spec, swallowing_im
     assert info["State"]["Running"] is True
 
 
-@pytest.mark.docker
 def test_without_the_reset_the_image_entrypoint_swallows_keepalive(
     run_spec, swallowing_image: str
 ) -> None:
@@ -162,147 +170,3 @@ def test_without_the_reset_the_image_entrypoint_swallows_keepalive(
     info = _up_vllm_service(run_spec, swallowing_image, reset_entrypoint=False)
     assert info["State"]["Running"] is False
     assert info["State"]["ExitCode"] != 0
-
-
-# --- compose/scripts/llem_generate_bench.py --------------------------------------------------
-
-
-def load_script(name: str) -> ModuleType:
-    """Import a shipped script from compose/scripts (the file the container runs)."""
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), SCRIPTS / name)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    return load_script("llem_generate_bench.py")
-
-
-@pytest.fixture(scope="module")
-def dataset() -> ModuleType:
-    return load_script("llem_trtllm_dataset.py")
-
-
-def test_bench_parses_the_campaign_arguments(bench: ModuleType) -> None:
-    args = bench.parse_args(
-        ["--model", "m", "--batch-size", "8", "--num-prompts", "20", "--input-len", "16",
-         "--output-len", "4", "--out", "/x/result.json"]
-    )  # fmt: skip
-    assert (args.model, args.batch_size, args.num_prompts) == ("m", 8, 20)
-    assert (args.input_len, args.output_len, args.out) == (16, 4, "/x/result.json")
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["--model", "m"],  # no --out
-        ["--out", "r.json"],  # no --model
-        ["--model", "m", "--out", "r.json", "--batch-size", "0"],
-        ["--model", "m", "--out", "r.json", "--output-len", "x"],
-    ],
-)
-def test_bench_rejects_bad_arguments(bench: ModuleType, argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        bench.parse_args(argv)
-    assert exc.value.code == 2
-
-
-def test_bench_batches_cover_every_prompt_once(bench: ModuleType) -> None:
-    assert bench.batch_sizes(10, 4) == [4, 4, 2]
-    assert bench.batch_sizes(8, 4) == [4, 4]
-    assert bench.batch_sizes(3, 8) == [3]
-
-
-def test_bench_report_from_a_fake_generator(bench: ModuleType) -> None:
-    args = bench.parse_args(
-        ["--model", "fake", "--batch-size", "4", "--num-prompts", "10", "--output-len", "5",
-         "--warmup", "2", "--out", "r.json"]
-    )  # fmt: skip
-    calls: list[int] = []
-    ticks = iter(range(1000))
-
-    def generate(size: int) -> int:
-        calls.append(size)
-        return size * args.output_len
-
-    report = bench.run_benchmark(generate, args, clock=lambda: float(next(ticks)))
-    assert calls == [4, 4, 4, 4, 2]  # two warm-up batches, then 4 + 4 + 2
-    assert report["tokens"] == 50  # warm-up tokens are not counted
-    assert report["batches"] == 3
-    assert report["elapsed_s"] == 7.0  # the fake clock ticks once per call
-    assert report["tokens_per_s"] == pytest.approx(50 / 7)
-    assert report["latency_s"] == 1.0 and report["latency_max_s"] == 1.0
-    assert report["prompt_tokens"] == 10 * 128
-
-
-def test_bench_main_writes_the_json_report(
-    bench: ModuleType,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    out = tmp_path / "exp" / "result.json"
-    monkeypatch.setattr(bench, "load_generator", lambda args: (lambda n: n * 3, {"device": "x"}))
-    code = bench.main(["--model", "fake", "--num-prompts", "6", "--batch-size", "2",
-                       "--output-len", "3", "--out", str(out)])  # fmt: skip
-    assert code == 0
-    report = json.loads(out.read_text())
-    assert report["tokens"] == 18 and report["batches"] == 3  # 6 prompts in batches of 2
-    # the rates come from the timed window (real clock here: relations, not values)
-    assert report["tokens_per_s"] == pytest.approx(18 / report["elapsed_s"])
-    assert isinstance(report["latency_s"], float)  # a mean of timed batches, not None
-    assert report["latency_p50_s"] <= report["latency_max_s"] <= report["elapsed_s"]
-    printed = json.loads(capsys.readouterr().out)
-    assert printed == {k: report[k] for k in ("tokens", "tokens_per_s", "latency_s")}
-    assert report["device"] == "x" and report["model"] == "fake"
-    assert [p.name for p in out.parent.iterdir()] == ["result.json"]  # no temporary left
-
-
-def test_bench_runs_without_torch_until_a_model_loads(tmp_path: Path) -> None:
-    """`--help` works on a Python without torch: nothing heavy is imported at the top."""
-    done = subprocess.run(
-        [sys.executable, "-S", str(SCRIPTS / "llem_generate_bench.py"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "--batch-size" in done.stdout
-
-
-# --- compose/scripts/llem_trtllm_dataset.py --------------------------------------------------
-
-
-def test_dataset_lines_are_trtllm_bench_records(dataset: ModuleType) -> None:
-    lines = list(dataset.dataset_lines(3, 5, 7, vocab_size=50, seed=1))
-    records = [json.loads(line) for line in lines]
-    assert [r["task_id"] for r in records] == [0, 1, 2]
-    assert all(len(r["input_ids"]) == 5 and r["output_tokens"] == 7 for r in records)
-    assert all(0 <= i < 50 for r in records for i in r["input_ids"])
-    assert lines == list(dataset.dataset_lines(3, 5, 7, vocab_size=50, seed=1))  # repeatable
-
-
-def test_dataset_splits_its_options_from_the_command(dataset: ModuleType) -> None:
-    args, command = dataset.parse_args(
-        ["--model", "m", "--out", "d.jsonl", "--", "trtllm-bench", "--model", "m", "throughput"]
-    )
-    assert args.model == "m" and args.out == "d.jsonl"
-    assert command == ["trtllm-bench", "--model", "m", "throughput"]
-
-
-def test_dataset_script_writes_then_execs_the_benchmark(tmp_path: Path) -> None:
-    """The argv after -- replaces the script; its exit code is the experiment's."""
-    data = tmp_path / "exp" / "dataset.jsonl"
-    check = "import sys; n = len(open(sys.argv[1]).readlines()); sys.exit(40 + n)"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "llem_trtllm_dataset.py"), "--model", "m",
-         "--vocab-size", "100", "--num-prompts", "2", "--input-len", "4", "--out", str(data),
-         "--", sys.executable, "-c", check, str(data)],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    assert done.returncode == 42, done.stderr
-    assert not data.with_name("dataset.jsonl.tmp").exists()

@@ -12,11 +12,12 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
-from conftest import RunSpec, docker_required
 
 from llem_cli.docker.compose import ComposeCLI, discover_compose
 from llem_cli.docker.manager import ContainerManager
 from llem_cli.docker.proc import SubprocessRunner
+from llem_testkit.engine import docker_required
+from llem_testkit.runspec import RunSpec
 
 pytestmark = pytest.mark.docker
 

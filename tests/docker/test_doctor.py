@@ -1,62 +1,21 @@
-"""``llem doctor`` against the real engine, a broken environment, and the stub NVML."""
+"""``llem doctor`` against the real engine and a broken environment.
+
+What needs no engine (the exit-code table, a missing Compose, the stub NVML) is in
+tests/unit/test_doctor_no_engine.py; both use the doctor helpers of :mod:`llem_testkit.doctor`.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import TEST_IMAGE
-from nvml_stub import fixtures
 
-from llem_cli.commands.doctor import exit_code
-from llem_cli.commands.doctor_checks import CAMPAIGN, ENVIRONMENT, FAIL, OK, WARN, Check
+from llem_testkit import TEST_IMAGE
+from llem_testkit.doctor import APP, both, campaign_in, checks, doctor
 
-nvml_stub_dir = fixtures.nvml_stub_dir
+pytestmark = pytest.mark.docker
 
 
-def doctor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llem_cli", "doctor", *args],
-        capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def checks(done: subprocess.CompletedProcess[str]) -> dict[str, dict]:
-    return {c["name"]: c for c in json.loads(done.stdout)["checks"]}
-
-
-def both(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, dict[str, dict]]:
-    """The exit code of ``llem doctor ARGS``, its text, and its checks; --json must agree."""
-    text = doctor(*args, env=env)
-    as_json = doctor(*args, "--json", env=env)
-    assert "Traceback" not in text.stdout + text.stderr + as_json.stdout + as_json.stderr
-    assert as_json.returncode == text.returncode, (text.stdout, as_json.stdout)
-    assert json.loads(as_json.stdout)["exit_code"] == text.returncode
-    return text.returncode, text.stdout, checks(as_json)
-
-
-def campaign_in(folder: Path, compose: str, service: str = "app", **files: str) -> Path:
-    """A one-backend campaign (backend ``app``, service ``service``) beside its compose file."""
-    (folder / "compose.yml").write_text(compose)
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    path = folder / "c.yaml"
-    path.write_text(
-        f"name: doc\ncompose: compose.yml\nbackends:\n  app:\n    service: {service}\n"
-        "    command: [run, '{n}']\ngrid:\n  n: [1]\n"
-    )
-    return path
-
-
-APP = f"services:\n  app: {{image: {TEST_IMAGE}, network_mode: none}}\n"
-
-
-@pytest.mark.docker
 def test_doctor_on_a_working_engine_exits_0_and_checks_the_campaign() -> None:
     demo = Path(__file__).parents[2] / "campaigns" / "demo.yaml"
     done = doctor(str(demo), "--json")
@@ -68,7 +27,6 @@ def test_doctor_on_a_working_engine_exits_0_and_checks_the_campaign() -> None:
     assert "reservations" in found["backend cpu GPUs"]["fix"]
 
 
-@pytest.mark.docker
 def test_unreachable_daemon_is_exit_3_with_a_fix(tmp_path: Path) -> None:
     done = doctor(env={"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock"})
     assert done.returncode == 3
@@ -77,42 +35,9 @@ def test_unreachable_daemon_is_exit_3_with_a_fix(tmp_path: Path) -> None:
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_missing_compose_is_exit_3() -> None:
-    done = doctor("--json", env={"LLEM_COMPOSE": "/nonexistent/compose"})
-    assert done.returncode == 3
-    assert checks(done)["compose"]["status"] == "fail"
-
-
-def test_host_gpus_listed_from_nvml(nvml_stub_dir: Path, tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.write_text("count=2\ndriver=550.54.15\ngpu0.name=NVIDIA H200\ngpu1.name=NVIDIA H200\n")
-    done = doctor(
-        "--json",
-        env={"LD_LIBRARY_PATH": str(nvml_stub_dir), "FAKE_NVML_STATE": str(state)},
-    )
-    gpus = json.loads(done.stdout)["gpus"]
-    assert [g["name"] for g in gpus["gpus"]] == ["NVIDIA H200", "NVIDIA H200"]
-    assert gpus["driver_version"] == "550.54.15"
-    assert checks(done)["host GPUs"]["status"] == "ok"
-
-
 # --- exit codes: 0 fine (warnings allowed), 2 the campaign, 3 the environment ----------------
 
 
-@pytest.mark.parametrize(
-    ("statuses", "code"),
-    [
-        ([(OK, ENVIRONMENT), (WARN, ENVIRONMENT), (WARN, CAMPAIGN)], 0),
-        ([(FAIL, ENVIRONMENT), (OK, CAMPAIGN)], 3),
-        ([(OK, ENVIRONMENT), (FAIL, CAMPAIGN)], 2),
-        ([(FAIL, ENVIRONMENT), (FAIL, CAMPAIGN)], 2),  # as `llem run FILE`: the file first
-    ],
-)
-def test_exit_code_table(statuses: list[tuple[str, str]], code: int) -> None:
-    assert exit_code([Check("c", status, "d", scope=scope) for status, scope in statuses]) == code
-
-
-@pytest.mark.docker
 def test_a_valid_campaign_on_a_working_engine_is_0(tmp_path: Path) -> None:
     code, text, found = both(str(campaign_in(tmp_path, APP)))
     assert code == 0, text
@@ -123,7 +48,6 @@ def test_a_valid_campaign_on_a_working_engine_is_0(tmp_path: Path) -> None:
     assert found["backend app image"]["status"] == "ok"
 
 
-@pytest.mark.docker
 def test_a_missing_image_is_a_warning_so_0(tmp_path: Path) -> None:
     compose = "services:\n  app: {image: llem-no-such-image:never, network_mode: none}\n"
     code, text, found = both(str(campaign_in(tmp_path, compose)))
@@ -132,7 +56,6 @@ def test_a_missing_image_is_a_warning_so_0(tmp_path: Path) -> None:
     assert found["backend app image"]["fix"] == "docker pull llem-no-such-image:never"
 
 
-@pytest.mark.docker
 def test_a_service_missing_from_the_compose_file_is_2(tmp_path: Path) -> None:
     path = campaign_in(tmp_path, APP, service="nosuch")
     code, text, found = both(str(path))
@@ -148,7 +71,6 @@ def test_a_service_missing_from_the_compose_file_is_2(tmp_path: Path) -> None:
     assert found["docker daemon"]["status"] == "ok"  # the environment is still checked
 
 
-@pytest.mark.docker
 def test_a_service_only_compose_can_miss_is_2(tmp_path: Path) -> None:
     # with `include:` validate cannot know the services; docker compose config does
     compose = f"include: [inc.yml]\nservices:\n  app: {{image: {TEST_IMAGE}, network_mode: none}}\n"
@@ -166,7 +88,6 @@ def test_a_service_only_compose_can_miss_is_2(tmp_path: Path) -> None:
     assert "FAIL backend app: service 'nosuch' not in the compose file" in text
 
 
-@pytest.mark.docker
 def test_a_compose_file_compose_refuses_is_2(tmp_path: Path) -> None:
     compose = f"services:\n  app: {{image: {TEST_IMAGE}, network_mode: none, bogus: 1}}\n"
     code, text, found = both(str(campaign_in(tmp_path, compose)))
@@ -177,7 +98,6 @@ def test_a_compose_file_compose_refuses_is_2(tmp_path: Path) -> None:
     assert "FAIL compose file: docker compose config failed" in text
 
 
-@pytest.mark.docker
 def test_an_unreachable_daemon_with_a_valid_campaign_is_3(tmp_path: Path) -> None:
     env = {"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock"}
     code, text, found = both(str(campaign_in(tmp_path, APP)), env=env)
@@ -186,18 +106,9 @@ def test_an_unreachable_daemon_with_a_valid_campaign_is_3(tmp_path: Path) -> Non
     assert found["campaign"]["status"] == "ok"
 
 
-@pytest.mark.docker
 def test_an_unreachable_daemon_and_an_invalid_campaign_is_2(tmp_path: Path) -> None:
     env = {"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock"}
     code, text, found = both(str(campaign_in(tmp_path, APP, service="nosuch")), env=env)
     assert code == 2, text
     assert found["docker daemon"]["status"] == "fail"
     assert found["campaign"]["status"] == "fail"
-
-
-def test_missing_compose_with_a_valid_campaign_is_3(tmp_path: Path) -> None:
-    env = {"LLEM_COMPOSE": "/nonexistent/compose"}
-    code, _, found = both(str(campaign_in(tmp_path, APP)), env=env)
-    assert code == 3
-    assert found["compose"]["status"] == "fail"
-    assert found["compose"]["scope"] == "environment"

@@ -4,7 +4,7 @@ Exit codes 2, 3, 4 and 75 of ``llem run``, ``--resume`` refusals, the lock acros
 directories, ``llem results`` on a real run and a secret in a ``--dry-run``. Every test runs real
 llem processes against the real engine (busybox test image, stand-in ``nvidia-smi``), nothing
 mocked, and checks the exit code, a one-line error without a traceback and that no container is
-left. Helpers come from ``e2e_support`` (see tests/test_run_e2e.py for the same style).
+left. Helpers come from ``llem_testkit.e2e`` (see tests/e2e/test_run_e2e.py for the same style).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import (
+
+from llem_testkit.e2e import (
     E2ECampaign,
     assert_no_containers,
     campaign_for,

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import (
+
+from llem_testkit.e2e import (
     STAMPED,
     E2ECampaign,
     assert_no_containers,

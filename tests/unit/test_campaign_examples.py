@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from llem_cli.campaign.load import check_file, load_campaign
-from llem_cli.init_templates import BACKENDS
+from llem_cli.templates import BACKENDS, flow_list
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (ROOT / "campaigns").glob("*.yaml") if p.name != "demo.yaml")
@@ -45,10 +45,14 @@ def test_example_validates_without_warnings(path: Path) -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_commands_are_the_init_templates(path: Path) -> None:
-    """One definition of each engine's benchmark: init, the examples and the docs agree."""
+    """One definition of each engine's benchmark (llem_cli/templates): the examples use it."""
     campaign = load_campaign(path).campaign
     for name, backend in campaign.backends.items():
-        assert tuple(backend.command) == BACKENDS[name].command, name
+        wanted = BACKENDS[name].command
+        assert tuple(backend.command) == wanted, (
+            f"{path.name}: {name}'s command is not the template's; it should read\n"
+            f"    command: {flow_list(wanted, len('    command: '))}"
+        )
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from nvml_stub import fixtures
-from nvml_stub.fixtures import NOT_SUPPORTED
 
 from llem_cli.telemetry.windows import (
     COUNTER_MODULUS,
@@ -12,6 +10,7 @@ from llem_cli.telemetry.windows import (
     _disagree,
     _integrate,
 )
+from llem_testkit.nvml_stub import NOT_SUPPORTED
 
 # A window of about 0.3 s. t0 is set just before the window so counters start now.
 # "slept_s" (the sleep inside the window) and "called_s" (begin_window's call to end_window's
@@ -30,11 +29,6 @@ called = time.monotonic() - called
 mon.close()
 result = {{**m.to_dict(), "slept_s": slept, "called_s": called}}
 """
-
-# The stub's fixtures, made visible to pytest in this module.
-no_nvml_dir = fixtures.no_nvml_dir
-nvml_stub_dir = fixtures.nvml_stub_dir
-stub = fixtures.stub
 
 
 def window(indices=None, seconds=0.3, allowed=()):

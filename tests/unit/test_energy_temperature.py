@@ -1,19 +1,14 @@
 """max_temp_c follows energy's rules: full coverage of the window, and every GPU measured.
 
-The real pynvml on the compiled stub (tests/nvml_stub), plus the pure helper.
+The real pynvml on the compiled stub (llem_testkit.nvml_stub), plus the pure helper.
 """
 
 from __future__ import annotations
 
 import pytest
-from nvml_stub import fixtures
-from nvml_stub.fixtures import GPU_IS_LOST, NOT_SUPPORTED
 
 from llem_cli.telemetry.windows import MIN_SAMPLE_COVERAGE, _max_temp
-
-no_nvml_dir = fixtures.no_nvml_dir
-nvml_stub_dir = fixtures.nvml_stub_dir
-stub = fixtures.stub
+from llem_testkit.nvml_stub import GPU_IS_LOST, NOT_SUPPORTED
 
 # Every reading a lost GPU answers with NVML_ERROR_GPU_IS_LOST (15).
 _READINGS = (

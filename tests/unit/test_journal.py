@@ -171,8 +171,12 @@ def test_torn_middle_line_is_reported_and_skipped(path, caplog):
     with caplog.at_level(logging.WARNING):
         state = replay(path)
     assert [str(d) for d in state.defects] == ["journal.jsonl:2: unreadable event; line skipped"]
-    assert "journal.jsonl:2" in caplog.text
+    # the replay's caller (llem status) reports its defects: logging them too said it twice
+    assert "journal.jsonl:2" not in caplog.text
     assert list(state.records) == ["abc123-c1"]
+    with caplog.at_level(logging.WARNING):  # a reader that collects nothing: logged, once
+        events = list(iter_events(path))
+    assert len(events) == 2 and caplog.text.count("journal.jsonl:2") == 1
 
 
 def test_reopening_after_a_torn_tail_keeps_the_next_event(path):

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import skip_unless_possible
 
 from llem_cli.runs.journal import Journal
 from llem_cli.runs.state import replay
+from llem_testkit.engine import skip_unless_possible
 
 
 def test_event_that_does_not_fit_is_cut_back_entirely(tmp_path: Path) -> None:

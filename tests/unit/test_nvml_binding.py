@@ -5,25 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from nvml_stub import fixtures
-from nvml_stub.fixtures import (
-    DRIVER_NOT_LOADED,
-    GPU_IS_LOST,
-    NOT_SUPPORTED,
-    REPO_ROOT,
-)
+from llem_testkit import REPO_ROOT
+from llem_testkit.nvml_stub import DRIVER_NOT_LOADED, GPU_IS_LOST, NOT_SUPPORTED
 
 DESCRIBE = """
 from llem_cli.telemetry import describe_gpus
 report = describe_gpus()
 result = {"data": report.to_dict(), "lines": report.lines()}
 """
-
-# The stub's fixtures, made visible to pytest in this module.
-legacy_nvml_stub_dir = fixtures.legacy_nvml_stub_dir
-no_nvml_dir = fixtures.no_nvml_dir
-nvml_stub_dir = fixtures.nvml_stub_dir
-stub = fixtures.stub
 
 
 def test_importing_telemetry_does_not_import_pynvml():

@@ -89,9 +89,8 @@ def _outcome(**kw: object) -> ExecOutcome:
     return ExecOutcome(**base)  # type: ignore[arg-type]
 
 
-def test_needs_restart() -> None:
-    assert not _outcome().needs_restart
-    assert not _outcome(status="ok", exit_code=0, container_running=None).needs_restart
-    assert _outcome(status="container_died").needs_restart
-    assert _outcome(status="oom_killed", container_running=False).needs_restart
-    assert not _outcome(status="timeout", restarted=True, container_running=True).needs_restart
+def test_outcome_reports_and_asks_for_nothing() -> None:
+    # restarting is the decision's alone: the outcome says what happened, nothing more
+    assert not hasattr(_outcome(), "needs_restart") and not hasattr(_outcome(), "restarted")
+    status, detail = classify(None, timed_out=True)
+    assert status == "timeout" and "may still run" in detail

@@ -267,10 +267,14 @@ def test_grouped_runs_one_backend_at_a_time(tmp_path: Path) -> None:
     plan = plan_json(write_campaign(tmp_path, with_order("grouped")))
     backends = [i["backend"] for i in plan]
     assert backends == ["pytorch"] * 12 + ["vllm"] * 12
-    # within a backend, cycle after cycle
-    assert [i["cycle"] for i in plan[:12]] == [1] * 4 + [2] * 4 + [3] * 4
-    assert [i["cycle"] for i in plan[12:]] == [1] * 4 + [2] * 4 + [3] * 4
+    # within a backend, configuration after configuration, each one's cycles back to back
+    assert [i["cycle"] for i in plan] == [1, 2, 3] * 8
+    configs = [i["config_id"] for i in plan[::3]]
+    assert [i["config_id"] for i in plan] == [c for c in configs for _ in range(3)]
     interleaved = plan_json(write_campaign(tmp_path))
+    expansion = interleaved[:8]  # cycle 1 of interleaved: every configuration, expansion order
+    by_backend = [i for b in ("pytorch", "vllm") for i in expansion if i["backend"] == b]
+    assert configs == [i["config_id"] for i in by_backend]
     assert sorted(i["key"] for i in plan) == sorted(i["key"] for i in interleaved)
 
 
@@ -338,8 +342,9 @@ def _flat(text: str) -> str:
     [
         # 24 experiments, 23 pauses: 2 cycle boundaries take cycle_gap 5m, 21 take gap 60s
         ("interleaved", "31m"),
-        # 3 cycles per backend: 2 boundaries each, plus the switch back to cycle 1: 5 x 5m + 18 x 1m
-        ("grouped", "43m"),
+        # each configuration's 3 cycles back to back: 8 x 2 repeats take cycle_gap 5m, the 7
+        # switches to the next configuration take gap 60s: 16 x 5m + 7 x 1m
+        ("grouped", "1h27m"),
         # shuffled has no cycle boundaries: 23 x 60s
         ("shuffled", "23m"),
     ],
@@ -434,8 +439,9 @@ def test_commands_render_with_params_and_builtins(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("order", "boundaries"),
-    # DESIGN_EXAMPLE: gap 60s, cycle_gap 5m, 3 cycles
-    [("interleaved", 2), ("grouped", 5), ("shuffled", 0)],
+    # DESIGN_EXAMPLE: gap 60s, cycle_gap 5m, 3 cycles, 8 configurations; grouped: a new cycle
+    # starts at each repeat of a configuration (8 x 2)
+    [("interleaved", 2), ("grouped", 16), ("shuffled", 0)],
 )
 def test_each_pause_names_the_setting_it_comes_from(
     tmp_path: Path, order: str, boundaries: int

@@ -7,6 +7,10 @@ import math
 import pytest
 
 from llem_cli.results.stats import (
+    NOTE_CLIPPED,
+    NOTE_CONSTANT,
+    NOTE_NO_VALUES,
+    NOTE_TOO_FEW,
     bootstrap_interval,
     mean,
     regularized_incomplete_beta,
@@ -159,3 +163,48 @@ def test_statistics_that_would_overflow_are_none():
     # just below overflow, the statistics are still numbers
     assert mean([8e307, 8e307]) == 8e307
     assert t_interval([8e307, 8e307]) == (8e307, 8e307)
+
+
+# ---- the reported interval: none below n = 3 or for a constant, clipped where >= 0 ----------
+
+
+def test_no_reported_interval_below_three_values():
+    two = summarize([7186.0, 8534.0], nonnegative=True)
+    assert two.t_ci is not None and two.t_ci[0] < 0  # the raw t-interval goes negative
+    assert (two.n, two.mean) == (2, 7860.0)
+    assert (two.ci, two.ci_method, two.ci_note) == (None, None, NOTE_TOO_FEW)
+    assert not two.ci_low_clipped
+    one = summarize([4.2, None])
+    assert (one.ci, one.ci_note) == (None, NOTE_TOO_FEW)
+    assert summarize([]).ci_note == NOTE_NO_VALUES
+
+
+@pytest.mark.parametrize("values", [[1024.0] * 2, [1024.0] * 3, [50.0] * 12])
+def test_a_constant_has_no_interval(values):
+    summary = summarize(values, nonnegative=True)
+    assert summary.constant
+    assert summary.mean == values[0] and summary.std == 0.0
+    assert (summary.ci, summary.ci_method, summary.ci_note) == (None, None, NOTE_CONSTANT)
+
+
+def test_a_nonnegative_quantity_is_clipped_at_zero_and_says_so():
+    values = [120.0, 30.0, 15.0]
+    raw = t_interval(values)
+    assert raw is not None and raw[0] < 0
+    clipped = summarize(values, nonnegative=True)
+    assert clipped.ci == (0.0, raw[1])
+    assert clipped.ci_low_clipped and clipped.ci_note == NOTE_CLIPPED
+    assert clipped.ci_method == "t"
+    signed = summarize(values)  # a quantity that may be negative keeps the raw interval
+    assert signed.ci == raw and signed.ci_note is None and not signed.ci_low_clipped
+
+
+def test_an_interval_above_zero_is_left_as_it_is():
+    summary = summarize([10.0, 12.0, 14.0], nonnegative=True)
+    half = 4.302652729911275 * 2.0 / math.sqrt(3)
+    assert summary.ci == pytest.approx((12.0 - half, 12.0 + half))
+    assert (summary.ci_note, summary.ci_low_clipped, summary.ci_method) == (None, False, "t")
+    large = summarize([float(x) for x in range(10)], nonnegative=True)
+    assert large.ci == large.bootstrap_ci and large.ci_method == "bootstrap"
+    assert large.ci is not None and large.ci[0] >= 0  # resampled means of values >= 0
+    assert large.ci_note is None

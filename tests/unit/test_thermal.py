@@ -9,8 +9,7 @@ milliseconds of real time pass between two polls.
 
 from __future__ import annotations
 
-from nvml_stub import fixtures
-from nvml_stub.fixtures import NOT_SUPPORTED
+from llem_testkit.nvml_stub import NOT_SUPPORTED
 
 WAIT = """
 from dataclasses import asdict
@@ -29,11 +28,6 @@ w = wait_until_cool(gs, max_temp_c=45, max_wait_s={max_wait}, poll_interval_s=5,
                     clock=lambda: now[0], sleep=sleep)
 result = {{**asdict(w), "flags": w.flags, "seen": seen, "sleeps": sleeps}}
 """
-
-# The stub's fixtures, made visible to pytest in this module.
-no_nvml_dir = fixtures.no_nvml_dir
-nvml_stub_dir = fixtures.nvml_stub_dir
-stub = fixtures.stub
 
 
 def wait(max_wait=60.0, idle=None):

@@ -1,4 +1,4 @@
-"""Pytest fixtures and a runner for code that must load the stub through LD_LIBRARY_PATH.
+"""Run code that must load the stub through LD_LIBRARY_PATH (tests/conftest.py's fixtures use it).
 
 The dynamic loader reads LD_LIBRARY_PATH once, when a process starts, and pynvml
 keeps the library it loaded for the life of the process. So each check runs in a
@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import skip_unless_possible
+from llem_testkit import REPO_ROOT
+from llem_testkit.engine import skip_unless_possible
+from llem_testkit.nvml_stub.build import LIBRARY_NAME
 
-from nvml_stub.build import LIBRARY_NAME, build_stub
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 NOT_SUPPORTED = 3
 GPU_IS_LOST = 15
 DRIVER_NOT_LOADED = 9
@@ -93,7 +91,6 @@ def run_stub_script(script: str, lib_dir: Path, state_file: Path, timeout: float
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = str(lib_dir)
     env["FAKE_NVML_STATE"] = str(state_file)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     code = _PRELUDE + textwrap.dedent(script) + _EPILOGUE
     proc = subprocess.run(
         [sys.executable, "-c", code],
@@ -118,22 +115,13 @@ def system_has_nvml() -> bool:
     return ctypes.util.find_library("nvidia-ml") is not None
 
 
-@pytest.fixture(scope="session")
-def nvml_stub_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The stub built once per test session into a temporary directory."""
-    return build_stub(tmp_path_factory.mktemp("nvml_stub"))
+#: -D macro that builds the stub as an older driver's library (no ...ClocksEventReasons)
+LEGACY_DEFINES = ("NO_CLOCKS_EVENT_REASONS",)
 
 
-@pytest.fixture(scope="session")
-def legacy_nvml_stub_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The stub as an older driver's library: no ...ClocksEventReasons, only ...Throttle..."""
-    return build_stub(tmp_path_factory.mktemp("nvml_stub_legacy"), ["NO_CLOCKS_EVENT_REASONS"])
-
-
-@pytest.fixture
-def stub(nvml_stub_dir: Path, tmp_path: Path) -> Stub:
-    """A fresh state file next to the session's stub library."""
-    s = Stub(nvml_stub_dir, tmp_path / "nvml_state")
+def new_stub(lib_dir: Path, base: Path) -> Stub:
+    """A fresh state file (one GPU) under ``base``, next to the stub library in ``lib_dir``."""
+    s = Stub(lib_dir, base / "nvml_state")
     s.write_state({"count": 1})
     return s
 
@@ -165,17 +153,17 @@ def nvml_loads_through(lib_dir: Path) -> bool:
     return proc.stdout.strip() == "loaded"
 
 
-@pytest.fixture
-def no_nvml_dir(tmp_path: Path) -> Path:
-    """A library directory through which pynvml's ``CDLL("libnvidia-ml.so.1")`` finds nothing.
+def make_no_nvml_dir(base: Path) -> Path:
+    """A directory ``base/no_nvml`` through which pynvml's ``CDLL("libnvidia-ml.so.1")`` fails.
 
     On a host without a driver it is simply empty. On one with a real libnvidia-ml (the GPU
     box), the loader would go on to ld.so.cache and find it, so the directory holds a
     ``libnvidia-ml.so.1`` that is not an ELF file: glibc stops the search at the first file of
     that name in LD_LIBRARY_PATH and dlopen fails ("invalid ELF header"), which pynvml reports
-    as NVML_ERROR_LIBRARY_NOT_FOUND, exactly as for a missing library. Checked before use.
+    as NVML_ERROR_LIBRARY_NOT_FOUND, exactly as for a missing library. Checked before use: where
+    it still loads, the test skips (fails under ``LLEM_REQUIRE_DOCKER``).
     """
-    empty = tmp_path / "no_nvml"
+    empty = base / "no_nvml"
     empty.mkdir()
     if system_has_nvml():
         (empty / LIBRARY_NAME).write_text("not a library: hides the host's libnvidia-ml\n" * 4)

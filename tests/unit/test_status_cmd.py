@@ -1,7 +1,8 @@
-"""``llem status``: a missing target, the machine word in ``state``, and a killed run's keys.
+"""``llem status``: a missing target, the machine word in ``state``, and a crashed run's keys.
 
 The journals here are written line by line as a run writes them (``pid`` of the writer in each
-event); the last test kills a real llem with ``kill -9`` against the real engine.
+event); tests/docker/test_status_killed_run.py kills a real llem with ``kill -9`` against the
+real engine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from e2e_support import E2ECampaign, kill9, wait_for
 
 from llem_cli.cli import cli
 from llem_cli.commands.status import STATES
@@ -118,36 +118,3 @@ def test_every_state_is_a_known_word(
     assert info["state_detail"] == detail
     text = status(info["run_dir"]).stdout
     assert text.splitlines()[0] == f"run {info['run_id']}: {detail}"
-
-
-# ---- a real llem killed with kill -9 ------------------------------------------------------------
-
-
-@pytest.mark.docker
-def test_status_of_a_killed_run(campaign: E2ECampaign) -> None:
-    c = campaign
-    c.write(
-        {"app": {"command": ["sh", "-c", "touch {experiment_dir}/sleeping; sleep 30"]}},
-        grid={"step": [1, 2]},
-    )
-    proc = c.start("run", c.file, "--no-progress")
-    run = c.wait_run_dir()
-
-    def sleeping() -> str | None:
-        found = list((run / "experiments").glob("*/sleeping"))
-        return found[0].parent.name if found else None
-
-    key = wait_for(sleeping, 60, "the first experiment to start")
-    kill9(proc)
-
-    done = c.llem("status", run, "--json")
-    assert done.returncode == 0, done.stderr
-    info = json.loads(done.stdout)
-    assert info["state"] == "crashed" and not info["process_alive"]
-    assert info["in_flight"] == [key]
-    assert info["state_detail"].startswith("crashed")
-
-    text = c.llem("status", c.file)
-    assert text.returncode == 0, text.stderr
-    assert f"was running: {key} (will run again on --resume)" in text.stdout
-    assert not re.search(r"^\s*running:", text.stdout, re.MULTILINE), text.stdout

@@ -10,8 +10,9 @@ the real ``trtllm-bench`` command line.
 
 The vocabulary size comes from ``--vocab-size`` or the model's config (transformers, present in
 the TensorRT-LLM image); ids are drawn below it, so no tokenizer round trip can change the
-prompt length. This file is the source; ``compose/scripts/llem_trtllm_dataset.py`` is a
-byte-for-byte copy (a test checks it).
+prompt length. This file ships in the llem package (``llem_cli/templates/compose/scripts``;
+the repository's ``compose/scripts`` links to that folder, and ``llem init`` writes a copy beside
+a campaign). It runs on the container's Python, 3.8 or newer, and needs nothing from llem.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Helpers for the end-to-end tests of ``llem run`` (tests/test_run_e2e.py).
+"""Campaigns in temporary folders and real ``llem`` processes: the end-to-end tests and chaos/.
 
 Every test gets a :class:`E2ECampaign`: a campaign file and a compose file in its own temporary
 folder, a campaign name (hence compose project) of its own and a private lock directory. llem runs
 as a real process (``python -m llem_cli``); nothing is mocked. The fixture's finalizer removes
 whatever a failed test left (``llem down`` and a sweep by label) and the tests themselves assert
-that nothing was left before that.
+that nothing was left before that. The chaos scenarios (chaos/common.py) drive campaigns with the
+same helpers.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 
 import yaml
 
-TEST_IMAGE = "llem-test-busybox:latest"
+from llem_testkit import TEST_IMAGE
+
 LLEM = [sys.executable, "-m", "llem_cli"]
 #: a plain output line: ``2026-11-28T14:52:23Z text``
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \S")
@@ -49,14 +51,17 @@ class E2ECampaign:
 
     @property
     def file(self) -> Path:
+        """The campaign file."""
         return self.root / "campaign.yaml"
 
     @property
     def project(self) -> str:
+        """The compose project llem names after the campaign."""
         return f"llem-{self.name}"
 
     @property
     def results(self) -> Path:
+        """The campaign's results folder (its run directories)."""
         return self.root / "results" / self.name
 
     def write(
@@ -258,6 +263,7 @@ def containers(*labels: str) -> list[str]:
 
 
 def remove_containers(label: str) -> None:
+    """Remove (``docker rm -f``) every container with ``label``; a failure is ignored."""
     ids = containers(label)
     if ids:
         subprocess.run(

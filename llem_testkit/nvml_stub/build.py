@@ -7,7 +7,8 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("fake_nvml.c")
+#: the stub's C source, shipped beside this module in the harness package
+SOURCE = Path(__file__).resolve().with_name("fake_nvml.c")
 LIBRARY_NAME = "libnvidia-ml.so.1"
 
 
@@ -33,7 +34,7 @@ def build_stub(dest: Path, defines: Iterable[str] = ()) -> Path:
     return dest
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m llem_testkit.nvml_stub.build [DIR]
     import sys
 
     print(build_stub(Path(sys.argv[1] if len(sys.argv) > 1 else "build/nvml_stub")))

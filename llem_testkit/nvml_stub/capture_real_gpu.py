@@ -3,7 +3,7 @@
 For a machine with a real NVIDIA driver (not the stub): the issue asks to keep one real
 run as a reference for the stub's answers. Usage::
 
-    .venv/bin/python tests/nvml_stub/capture_real_gpu.py tests/fixtures/nvml_real_h200.json
+    .venv/bin/python -m llem_testkit.nvml_stub.capture_real_gpu nvml_real_h200.json
 
 It records the doctor report, the capabilities, an idle baseline (2 s), one 1 s window,
 one 20 ms window (expected: ``short_window``) and one thermal poll. It needs no CUDA and
@@ -18,10 +18,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))
-
-from llem_cli.telemetry import EnergyMonitor, describe_gpus, wait_until_cool  # noqa: E402
+from llem_cli.telemetry import EnergyMonitor, describe_gpus, wait_until_cool
 
 
 def capture() -> dict[str, object]:

@@ -11,9 +11,12 @@ directly. Exact token counts (``min_new_tokens == max_new_tokens``, greedy) keep
 count of work done, not of when the model happened to stop.
 
 torch and transformers are imported only when a real model is loaded, so the argument parsing,
-the timing loop and the report can be tested anywhere with a fake generator. This file is the
-source; ``compose/scripts/llem_generate_bench.py`` is a byte-for-byte copy (a test checks it).
-It runs on the container's Python (3.10 or newer) and needs nothing from llem.
+the timing loop and the report can be tested anywhere with a fake generator. This file ships
+in the llem package (``llem_cli/templates/compose/scripts``; the repository's ``compose/scripts``
+links to that folder, and ``llem init`` writes a copy beside a campaign). It runs on the
+container's Python, 3.8 or newer (images built on Ubuntu 20.04 have 3.8), and needs nothing
+from llem: annotations stay strings (``from __future__ import annotations``), and nothing newer
+than 3.8 is evaluated at run time.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-GenerateFn = Callable[[int], int]
-"""Runs one batch of the given size; returns the number of new tokens generated."""
+if TYPE_CHECKING:  # for annotations only: collections.abc.Callable[...] raises on Python 3.8
+    from collections.abc import Callable, Sequence
+
+    GenerateFn = Callable[[int], int]
+    """Runs one batch of the given size; returns the number of new tokens generated."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,323 @@
+"""The one source of what llem ships for real inference engines, kept as package data.
+
+``llem init`` writes campaigns and compose files from this folder, and the repository's
+``compose/<backend>.yml`` and ``compose/scripts`` are symlinks into it, so a ``pip install llem``
+with no repository and the repository's own examples use the very same files:
+
+``compose/<backend>.yml``
+    One complete compose file per engine: its public image at a pinned tag, the GPUs reserved,
+    the shared Hugging Face cache, ``HF_TOKEN`` passed through by name. The files share one
+    header and one footer (a test holds them to it), so :func:`render_compose` merges several
+    by putting their services between the two.
+``compose/scripts/*.py``
+    The helper scripts a service mounts from ``./scripts`` at ``/llem/scripts``. The folder sits
+    beside the compose files, so ``./scripts`` finds it whether Compose reads a file here (llem
+    passes resolved paths) or through the repository's symlinks (Compose does not resolve them).
+``campaign.yaml.tmpl``
+    The commented starting campaign as a :class:`string.Template` (``$name``, ``$file``,
+    ``$compose``, ``$backends``, ``$backend_axis``, ``$model``; ``$$`` is a literal ``$``).
+    Text, not dumped YAML, because the comments are the point: a generated file must explain
+    itself to someone opening it for the first time.
+
+What stays in Python is what is not a file of its own: each engine's benchmark argv (the
+campaigns in ``campaigns/`` are tested against it) and the small code that fills the templates.
+Data is read with :mod:`importlib.resources`, so it works from a wheel as from a checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from string import Template
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+"""Small, ungated (no HF_TOKEN needed) and supported by all four engines."""
+
+SCRIPTS_MOUNT = "/llem/scripts"
+"""Where a compose file mounts its ``scripts/`` folder (read-only) inside the container."""
+
+COMPOSE_DIR = "compose"
+"""The package folder of the compose files; its ``scripts/`` holds the mounted scripts."""
+
+
+@dataclass(frozen=True)
+class BackendTemplate:
+    """One engine: its benchmark argv for a campaign, and the comment that explains it.
+
+    The compose service is the package file ``compose/<name>.yml``; the scripts it needs are
+    read off the argv (``/llem/scripts/<script>``), so they cannot disagree.
+    """
+
+    name: str
+    title: str
+    command: tuple[str, ...]
+    command_comment: str = ""
+
+    @property
+    def scripts(self) -> tuple[str, ...]:
+        """The helper scripts the command runs from the mounted ``scripts/`` folder."""
+        prefix = f"{SCRIPTS_MOUNT}/"
+        return tuple(item[len(prefix) :] for item in self.command if item.startswith(prefix))
+
+
+_WORKLOAD = ("--num-prompts", "{num_prompts}")
+
+BACKENDS: dict[str, BackendTemplate] = {
+    "pytorch": BackendTemplate(
+        name="pytorch",
+        title="PyTorch + transformers generate()",
+        command=(
+            "python3",
+            f"{SCRIPTS_MOUNT}/llem_generate_bench.py",
+            "--model",
+            "{model}",
+            "--batch-size",
+            "{batch_size}",
+            *_WORKLOAD,
+            "--input-len",
+            "{input_len}",
+            "--output-len",
+            "{output_len}",
+            "--out",
+            "{experiment_dir}/result.json",
+        ),  # fmt: skip
+        command_comment="the shipped transformers script (scripts/llem_generate_bench.py)",
+    ),
+    "vllm": BackendTemplate(
+        name="vllm",
+        title="vLLM",
+        command=(
+            "vllm",
+            "bench",
+            "throughput",
+            "--model",
+            "{model}",
+            "--dataset-name",
+            "random",
+            *_WORKLOAD,
+            "--input-len",
+            "{input_len}",
+            "--output-len",
+            "{output_len}",
+            "--max-num-seqs",
+            "{batch_size}",
+            "--output-json",
+            "{experiment_dir}/result.json",
+        ),  # fmt: skip
+        command_comment="vLLM's offline throughput benchmark; batch size caps running sequences",
+    ),
+    "tensorrt": BackendTemplate(
+        name="tensorrt",
+        title="TensorRT-LLM",
+        command=(
+            "python3",
+            f"{SCRIPTS_MOUNT}/llem_trtllm_dataset.py",
+            "--model",
+            "{model}",
+            *_WORKLOAD,
+            "--input-len",
+            "{input_len}",
+            "--output-len",
+            "{output_len}",
+            "--out",
+            "{experiment_dir}/dataset.jsonl",
+            "--",
+            "trtllm-bench",
+            "--model",
+            "{model}",
+            "throughput",
+            "--backend",
+            "pytorch",
+            "--dataset",
+            "{experiment_dir}/dataset.jsonl",
+            "--max_batch_size",
+            "{batch_size}",
+            "--report_json",
+            "{experiment_dir}/result.json",
+        ),  # fmt: skip
+        command_comment="the shipped script writes trtllm-bench's dataset, then execs the rest",
+    ),
+    "sglang": BackendTemplate(
+        name="sglang",
+        title="SGLang",
+        command=(
+            "python3",
+            "-m",
+            "sglang.bench_offline_throughput",
+            "--model-path",
+            "{model}",
+            "--dataset-name",
+            "random",
+            *_WORKLOAD,
+            "--random-input-len",
+            "{input_len}",
+            "--random-output-len",
+            "{output_len}",
+            "--random-range-ratio",
+            "1.0",
+            "--max-running-requests",
+            "{batch_size}",
+            "--result-filename",
+            "{experiment_dir}/result.json",
+        ),  # fmt: skip
+        command_comment="SGLang's offline throughput benchmark; batch size caps running requests",
+    ),
+}
+
+
+# --- package data ------------------------------------------------------------------------------
+
+
+def _data(*parts: str) -> str:
+    """The text of a package data file (one path part per argument: zip-safe)."""
+    node = resources.files(__name__)
+    for part in parts:
+        node = node.joinpath(part)
+    return node.read_text(encoding="utf-8")
+
+
+def compose_text(backend: str) -> str:
+    """The shipped compose file of one backend, as it is in the package."""
+    if backend not in BACKENDS:
+        raise KeyError(f"unknown backend {backend!r}")
+    return _data(COMPOSE_DIR, f"{backend}.yml")
+
+
+def script_names() -> list[str]:
+    """The helper scripts the package ships in ``compose/scripts/``, sorted."""
+    folder = resources.files(__name__).joinpath(COMPOSE_DIR).joinpath("scripts")
+    return sorted(e.name for e in folder.iterdir() if e.name.endswith(".py") and e.is_file())
+
+
+def script_text(name: str) -> str:
+    """The text of a helper script, as written into a campaign's ``scripts/`` folder."""
+    return _data(COMPOSE_DIR, "scripts", name)
+
+
+def scripts_for(backends: Sequence[str]) -> list[str]:
+    """The helper scripts the given backends' containers mount, each once."""
+    names: list[str] = []
+    for backend in backends:
+        names.extend(s for s in BACKENDS[backend].scripts if s not in names)
+    return names
+
+
+# --- compose files ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComposeParts:
+    """A shipped compose file cut in three: text before its services, the services, the rest."""
+
+    header: str
+    services: str
+    footer: str
+
+
+_SERVICES_LINE = "\nservices:\n"
+_VOLUMES_LINE = "\nvolumes:\n"
+
+
+def compose_parts(backend: str) -> ComposeParts:
+    """Cut ``compose/<backend>.yml`` at its ``services:`` and top-level ``volumes:`` lines.
+
+    Text surgery rather than YAML, to keep every comment; the shape it relies on (one
+    ``services:`` line, the services, a blank line, ``volumes:`` to the end) is tested.
+    """
+    text = compose_text(backend)
+    start = text.find(_SERVICES_LINE)
+    end = text.rfind(_VOLUMES_LINE)
+    if start < 0 or end < start:
+        raise ValueError(f"{COMPOSE_DIR}/{backend}.yml: no `services:` then `volumes:` line")
+    start += len(_SERVICES_LINE)
+    return ComposeParts(text[:start], text[start:end], text[end:])
+
+
+def render_compose(backends: Sequence[str]) -> str:
+    """One compose file with every given backend's service, in the order given.
+
+    For one backend it is that backend's file exactly; for several, the first file's header
+    and footer (all files share them) around each file's services.
+    """
+    parts = [compose_parts(name) for name in backends]
+    if not parts:
+        raise ValueError("no backend to write a compose file for")
+    services = "\n".join(p.services for p in parts)
+    return parts[0].header + services + parts[0].footer
+
+
+# --- the starting campaign ----------------------------------------------------------------------
+
+_PLAIN = re.compile(r"^[A-Za-z/_.-][A-Za-z0-9/_.:=-]*$")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
+
+
+def yaml_item(item: str) -> str:
+    """One command item as YAML: plain when unambiguous, else double-quoted (JSON is YAML)."""
+    if _PLAIN.match(item) and item.lower() not in _YAML_WORDS:
+        return item
+    return json.dumps(item)
+
+
+def flow_list(items: Sequence[str], indent: int, width: int = 96) -> str:
+    """``[a, b, ...]`` wrapped under the opening bracket so long commands stay readable."""
+    lines: list[str] = []
+    current = "["
+    fresh = True  # nothing on the current line yet but "[" or the padding
+    offset = indent  # the first line starts after the key; later ones carry their padding
+    for index, item in enumerate(items):
+        text = yaml_item(item) + ("]" if index == len(items) - 1 else ",")
+        if not fresh and offset + len(current) + 1 + len(text) > width:
+            lines.append(current)
+            current, fresh, offset = " " * (indent + 1), True, 0
+        current = current + text if fresh else f"{current} {text}"
+        fresh = False
+    lines.append(current)
+    return "\n".join(lines)
+
+
+def campaign_name(stem: str) -> str:
+    """A valid campaign name from a file name: lower case, other characters become '-'."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", stem.lower()).strip("-_")
+    return name[:63] or "campaign"
+
+
+def _backend_block(backend: str) -> str:
+    """One backend's entry under ``backends:``: its command, pinned to GPU 0 (edit to taste)."""
+    template = BACKENDS[backend]
+    prefix = "    command: "
+    return (
+        f"  {backend}:\n"
+        f"    # {template.command_comment}\n"
+        f"{prefix}{flow_list(template.command, len(prefix))}\n"
+        "    gpus: [0]                         # host GPUs llem measures (NVML)\n"
+        '    env: {CUDA_VISIBLE_DEVICES: "0"}   # ... and the GPU the engine uses'
+    )
+
+
+def render_campaign(
+    name: str, backends: Sequence[str], model: str, compose: Sequence[str], file_hint: str
+) -> str:
+    """The commented starting campaign (valid as written, given its compose files exist).
+
+    ``compose`` holds the compose paths relative to the campaign; ``file_hint`` is the path
+    the user typed, quoted back in the "next steps" comment.
+    """
+    if len(compose) == 1:
+        compose_lines = f"compose: {yaml_item(compose[0])}  # relative to this file"
+    else:
+        compose_lines = "compose:  # relative to this file\n" + "\n".join(
+            f"  - {yaml_item(path)}" for path in compose
+        )
+    template = Template(_data("campaign.yaml.tmpl"))
+    return template.substitute(
+        name=name,
+        file=file_hint,
+        compose=compose_lines,
+        backends="\n".join(_backend_block(b) for b in backends),
+        backend_axis=", ".join(backends),
+        model=yaml_item(model),
+    )

@@ -1,0 +1,315 @@
+"""The shipped engine files, checked with no Docker engine: compose/*.yml and compose/scripts/.
+
+Their one source is the package data in ``llem_cli/templates/compose/``; the repository's
+``compose/<backend>.yml`` and ``compose/scripts`` are relative symlinks into it. Compose files
+are checked as text (the shape :func:`render_compose` merges) and as data (GPU reservation,
+HF_TOKEN passed through with no value, the shared cache volume). The scripts are tested without
+torch (argument parsing, the timing loop, the JSON report) and on Python 3.8, the oldest a
+container may have, where one is installed. Docker Compose's own reading of these files is in
+tests/docker/test_compose_files.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+import llem_cli.templates
+from llem_cli.templates import (
+    BACKENDS,
+    compose_parts,
+    compose_text,
+    render_compose,
+    script_names,
+    script_text,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose"
+SCRIPTS = COMPOSE / "scripts"
+PACKAGE_COMPOSE = Path(llem_cli.templates.__file__).parent / "compose"
+ENGINE_FILES = sorted(COMPOSE / f"{name}.yml" for name in BACKENDS)
+
+
+# --- compose files as text and as data -------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_compose_file_is_a_link_to_the_package_data(backend: str) -> None:
+    """No hand-kept copy: compose/<backend>.yml is a relative link into llem_cli/templates."""
+    path = COMPOSE / f"{backend}.yml"
+    assert path.is_symlink()
+    assert os.readlink(path) == f"../llem_cli/templates/compose/{backend}.yml"
+    assert path.resolve() == PACKAGE_COMPOSE / f"{backend}.yml"
+    assert path.read_text() == compose_text(backend) == render_compose([backend])
+
+
+def test_scripts_folder_is_a_link_to_the_package_data() -> None:
+    """A link to the folder, not to each file: a bind-mounted folder of relative links to
+    files outside it would hold dangling links inside the container."""
+    assert SCRIPTS.is_symlink()
+    assert os.readlink(SCRIPTS) == "../llem_cli/templates/compose/scripts"
+    assert SCRIPTS.resolve() == PACKAGE_COMPOSE / "scripts"
+    for name in script_names():
+        assert not (PACKAGE_COMPOSE / "scripts" / name).is_symlink()
+
+
+def test_compose_files_share_the_header_and_footer_render_compose_merges() -> None:
+    """The merged file takes the first file's header and footer: they must be everyone's."""
+    parts = [compose_parts(name) for name in BACKENDS]
+    assert len({p.header for p in parts}) == 1
+    assert len({p.footer for p in parts}) == 1
+    for name, part in zip(BACKENDS, parts, strict=True):
+        assert part.header + part.services + part.footer == compose_text(name)
+        assert list(yaml.safe_load(part.header + part.services)["services"]) == [name]
+    merged = yaml.safe_load(render_compose(list(BACKENDS)))
+    assert list(merged["services"]) == list(BACKENDS)
+    for name in BACKENDS:
+        alone = yaml.safe_load(compose_text(name))
+        assert merged["services"][name] == alone["services"][name]
+        assert merged["volumes"] == alone["volumes"]
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_service_mounts_scripts_exactly_when_its_command_runs_one(backend: str) -> None:
+    service = yaml.safe_load(compose_text(backend))["services"][backend]
+    mounts = "./scripts:/llem/scripts:ro" in service.get("volumes", [])
+    assert mounts == bool(BACKENDS[backend].scripts)
+
+
+@pytest.mark.parametrize("path", ENGINE_FILES, ids=lambda p: p.name)
+def test_compose_file_reserves_gpus_and_passes_hf_token_through(path: Path) -> None:
+    doc = yaml.safe_load(path.read_text())
+    (name, service), *others = doc["services"].items()
+    assert not others
+    assert ":" in service["image"] and not service["image"].endswith(":latest"), "pin a tag"
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu", "utility"]}]
+    assert "HF_TOKEN" in service["environment"]  # list form, name only: taken from the host
+    assert not any(str(e).startswith("HF_TOKEN=") for e in service["environment"])
+    assert "hf-cache:/root/.cache/huggingface" in service["volumes"]
+    assert doc["volumes"]["hf-cache"]["name"] == "llem-hf-cache"
+    assert service.get("ipc") == "host" or service.get("shm_size")
+
+
+def test_only_vllm_resets_the_entrypoint() -> None:
+    """vLLM's ENTRYPOINT would swallow `sleep infinity`; the others exec their arguments."""
+    resets = {
+        name: "entrypoint" in yaml.safe_load(render_compose([name]))["services"][name]
+        for name in BACKENDS
+    }
+    assert resets == {"pytorch": False, "vllm": True, "tensorrt": False, "sglang": False}
+    assert yaml.safe_load(render_compose(["vllm"]))["services"]["vllm"]["entrypoint"] == []
+
+
+def test_every_packaged_script_is_used_and_every_used_one_is_packaged() -> None:
+    used = sorted({s for b in BACKENDS.values() for s in b.scripts})
+    assert script_names() == used
+    for name in used:
+        assert (SCRIPTS / name).read_text() == script_text(name)
+
+
+# --- compose/scripts/llem_generate_bench.py --------------------------------------------------
+
+
+def load_script(name: str) -> ModuleType:
+    """Import a shipped script from compose/scripts (the file the container runs)."""
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), SCRIPTS / name)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return load_script("llem_generate_bench.py")
+
+
+@pytest.fixture(scope="module")
+def dataset() -> ModuleType:
+    return load_script("llem_trtllm_dataset.py")
+
+
+def test_bench_parses_the_campaign_arguments(bench: ModuleType) -> None:
+    args = bench.parse_args(
+        ["--model", "m", "--batch-size", "8", "--num-prompts", "20", "--input-len", "16",
+         "--output-len", "4", "--out", "/x/result.json"]
+    )  # fmt: skip
+    assert (args.model, args.batch_size, args.num_prompts) == ("m", 8, 20)
+    assert (args.input_len, args.output_len, args.out) == (16, 4, "/x/result.json")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--model", "m"],  # no --out
+        ["--out", "r.json"],  # no --model
+        ["--model", "m", "--out", "r.json", "--batch-size", "0"],
+        ["--model", "m", "--out", "r.json", "--output-len", "x"],
+    ],
+)
+def test_bench_rejects_bad_arguments(bench: ModuleType, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(argv)
+    assert exc.value.code == 2
+
+
+def test_bench_batches_cover_every_prompt_once(bench: ModuleType) -> None:
+    assert bench.batch_sizes(10, 4) == [4, 4, 2]
+    assert bench.batch_sizes(8, 4) == [4, 4]
+    assert bench.batch_sizes(3, 8) == [3]
+
+
+def test_bench_report_from_a_fake_generator(bench: ModuleType) -> None:
+    args = bench.parse_args(
+        ["--model", "fake", "--batch-size", "4", "--num-prompts", "10", "--output-len", "5",
+         "--warmup", "2", "--out", "r.json"]
+    )  # fmt: skip
+    calls: list[int] = []
+    ticks = iter(range(1000))
+
+    def generate(size: int) -> int:
+        calls.append(size)
+        return size * args.output_len
+
+    report = bench.run_benchmark(generate, args, clock=lambda: float(next(ticks)))
+    assert calls == [4, 4, 4, 4, 2]  # two warm-up batches, then 4 + 4 + 2
+    assert report["tokens"] == 50  # warm-up tokens are not counted
+    assert report["batches"] == 3
+    assert report["elapsed_s"] == 7.0  # the fake clock ticks once per call
+    assert report["tokens_per_s"] == pytest.approx(50 / 7)
+    assert report["latency_s"] == 1.0 and report["latency_max_s"] == 1.0
+    assert report["prompt_tokens"] == 10 * 128
+
+
+def test_bench_main_writes_the_json_report(
+    bench: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "exp" / "result.json"
+    monkeypatch.setattr(bench, "load_generator", lambda args: (lambda n: n * 3, {"device": "x"}))
+    code = bench.main(["--model", "fake", "--num-prompts", "6", "--batch-size", "2",
+                       "--output-len", "3", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["tokens"] == 18 and report["batches"] == 3  # 6 prompts in batches of 2
+    # the rates come from the timed window (real clock here: relations, not values)
+    assert report["tokens_per_s"] == pytest.approx(18 / report["elapsed_s"])
+    assert isinstance(report["latency_s"], float)  # a mean of timed batches, not None
+    assert report["latency_p50_s"] <= report["latency_max_s"] <= report["elapsed_s"]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {k: report[k] for k in ("tokens", "tokens_per_s", "latency_s")}
+    assert report["device"] == "x" and report["model"] == "fake"
+    assert [p.name for p in out.parent.iterdir()] == ["result.json"]  # no temporary left
+
+
+def test_bench_runs_without_torch_until_a_model_loads(tmp_path: Path) -> None:
+    """`--help` works on a Python without torch: nothing heavy is imported at the top."""
+    done = subprocess.run(
+        [sys.executable, "-S", str(SCRIPTS / "llem_generate_bench.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--batch-size" in done.stdout
+
+
+# --- compose/scripts/llem_trtllm_dataset.py --------------------------------------------------
+
+
+def test_dataset_lines_are_trtllm_bench_records(dataset: ModuleType) -> None:
+    lines = list(dataset.dataset_lines(3, 5, 7, vocab_size=50, seed=1))
+    records = [json.loads(line) for line in lines]
+    assert [r["task_id"] for r in records] == [0, 1, 2]
+    assert all(len(r["input_ids"]) == 5 and r["output_tokens"] == 7 for r in records)
+    assert all(0 <= i < 50 for r in records for i in r["input_ids"])
+    assert lines == list(dataset.dataset_lines(3, 5, 7, vocab_size=50, seed=1))  # repeatable
+
+
+def test_dataset_splits_its_options_from_the_command(dataset: ModuleType) -> None:
+    args, command = dataset.parse_args(
+        ["--model", "m", "--out", "d.jsonl", "--", "trtllm-bench", "--model", "m", "throughput"]
+    )
+    assert args.model == "m" and args.out == "d.jsonl"
+    assert command == ["trtllm-bench", "--model", "m", "throughput"]
+
+
+def test_dataset_script_writes_then_execs_the_benchmark(tmp_path: Path) -> None:
+    """The argv after -- replaces the script; its exit code is the experiment's."""
+    data = tmp_path / "exp" / "dataset.jsonl"
+    check = "import sys; n = len(open(sys.argv[1]).readlines()); sys.exit(40 + n)"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "llem_trtllm_dataset.py"), "--model", "m",
+         "--vocab-size", "100", "--num-prompts", "2", "--input-len", "4", "--out", str(data),
+         "--", sys.executable, "-c", check, str(data)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 42, done.stderr
+    assert not data.with_name("dataset.jsonl.tmp").exists()
+
+
+# --- both scripts on the oldest Python a container may have ----------------------------------
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_script_parses_as_python_3_8(name: str) -> None:
+    """Containers run the scripts on their own Python; images on Ubuntu 20.04 have 3.8."""
+    ast.parse(script_text(name), filename=name, feature_version=(3, 8))
+
+
+def _python_3_8() -> str | None:
+    """A working Python 3.8 on this machine (PATH or pyenv), or None.
+
+    Each candidate is run: a pyenv shim on PATH may exist and still refuse to run.
+    """
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [shutil.which("python3.8"), *map(str, sorted(pyenv.glob("3.8*/bin/python3.8")))]
+    for candidate in filter(None, candidates):
+        try:
+            done = subprocess.run(
+                [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 8))"],
+                capture_output=True, text=True, timeout=30, check=False,
+            )  # fmt: skip
+        except OSError:
+            continue
+        if done.returncode == 0 and done.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_script_runs_on_python_3_8(name: str, tmp_path: Path) -> None:
+    """What ast cannot see: names evaluated at import (collections.abc.Callable[...] raises on
+    3.8) and the dataset script's real write-then-exec path."""
+    python = _python_3_8()
+    if python is None:
+        pytest.skip("no Python 3.8 here (PATH or pyenv)")
+    done = subprocess.run(
+        [python, str(SCRIPTS / name), "--help"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    if name == "llem_trtllm_dataset.py":
+        data = tmp_path / "dataset.jsonl"
+        done = subprocess.run(
+            [python, str(SCRIPTS / name), "--model", "m", "--vocab-size", "10",
+             "--num-prompts", "3", "--out", str(data), "--", python, "-c", "pass"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert len(data.read_text().splitlines()) == 3
