@@ -1,4 +1,4 @@
-"""The one place errors become exit codes (DESIGN.md's table).
+"""The one place errors become exit codes (docs/design.md §3.2).
 
 A known error prints one line and exits with its code; Ctrl-C exits 130; a bug
 prints one line pointing at a crash log holding the traceback and versions, so

@@ -1,7 +1,7 @@
-"""The one error hierarchy of llem, mapped to the exit codes fixed in DESIGN.md.
+"""The one error hierarchy of llem, mapped to the exit codes of docs/design.md §3.2.
 
 Every error a user can cause is raised as a subclass of :class:`LlemError`; the
-handler in :mod:`llem_cli.cli` prints its message as one line and exits with its
+handler in :mod:`llem_cli.error_handler` prints its message as one line and exits with its
 ``exit_code``. Nothing here imports anything heavy: it is loaded on every start.
 """
 

@@ -384,6 +384,6 @@ def status_json(c: E2ECampaign, target: Path) -> dict[str, Any]:
 
 
 def no_traceback(*texts: str) -> None:
-    """An expected failure never prints a Python traceback (DESIGN.md)."""
+    """An expected failure never prints a Python traceback (docs/design.md)."""
     for text in texts:
         assert "Traceback" not in text, text

@@ -79,7 +79,7 @@ def skip_unless_possible(reason: str) -> NoReturn:
 
 
 def require_engine() -> None:
-    """The rule for a test marked ``docker`` (DESIGN.md), applied before it runs.
+    """The rule for a test marked ``docker`` (docs/design.md), applied before it runs.
 
     No engine: skip, or fail where ``LLEM_REQUIRE_DOCKER`` is set. An engine without the test
     image: always fail, saying what to do (never skip where an engine is there).

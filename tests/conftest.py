@@ -56,7 +56,7 @@ def folder_problem(path: Path, marked: bool) -> str | None:
 
 @pytest.fixture(autouse=True)
 def _docker_marker(request: pytest.FixtureRequest) -> None:
-    """Apply the folder rule, then the ``docker`` marker rule of DESIGN.md, to each test."""
+    """Apply the folder rule, then the ``docker`` marker rule of docs/design.md §5, to each test."""
     marked = request.node.get_closest_marker("docker") is not None
     problem = folder_problem(Path(request.node.path), marked)
     if problem is not None:

@@ -148,7 +148,7 @@ def default_project(name: str) -> str:
 
 
 class Campaign(_Strict):
-    """A campaign file (DESIGN.md, "Campaign file")."""
+    """A campaign file (docs/design.md §3.3)."""
 
     name: str = Field(..., pattern=NAME_PATTERN, max_length=63)
     compose: str | Annotated[list[str], Field(min_length=1)]

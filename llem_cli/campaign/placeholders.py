@@ -1,6 +1,6 @@
 """``{name}`` placeholders in a backend's command.
 
-Rules (DESIGN.md): ``{name}`` with an identifier is a placeholder, ``{{name}}``
+Rules (docs/design.md): ``{name}`` with an identifier is a placeholder, ``{{name}}``
 is a literal ``{name}``, ``${VAR}`` belongs to the container's shell, and any
 other brace text (JSON) is left alone. One regular expression scans each item
 once so the three cases can never disagree.

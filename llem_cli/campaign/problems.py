@@ -1,7 +1,7 @@
 """A problem found in a campaign file, and its one-line rendering.
 
 The format ``FILE:LINE:COL: field.path: message`` is part of the contract
-(DESIGN.md) so editors and CI logs can jump to the spot.
+(docs/design.md) so editors and CI logs can jump to the spot.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``llem doctor``: what works, what does not, and how to fix it.
 
-Exit codes (DESIGN.md): 0 nothing failed (warnings allowed); 2 the campaign FILE is invalid,
+Exit codes (docs/design.md §3.2):
+0 nothing failed (warnings allowed); 2 the campaign FILE is invalid,
 its compose files are refused by Compose or lack a backend's service; 3 docker, compose or
 the daemon is missing or unreachable. When both kinds fail, 2: ``llem run FILE`` would stop
 there first. A missing image or NVIDIA runtime is a warning (``up`` pulls an image; GPUs can

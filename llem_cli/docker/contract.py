@@ -1,4 +1,4 @@
-"""What an experiment sees inside its container: DESIGN.md's container contract.
+"""What an experiment sees inside its container: the container contract (docs/design.md §3.5).
 
 Separate from :mod:`llem_cli.docker.manager` because it is data, not docker: the ``LLEM_*``
 environment of one experiment exec and the container paths under the run directory's mount.
@@ -23,7 +23,7 @@ def experiment_env(
     experiment_dir: str,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of DESIGN.md's container contract for one experiment exec.
+    """The environment of the container contract (docs/design.md §3.5) for one experiment exec.
 
     ``extra`` (the backend's ``env``) comes first, so llem's own variables win.
     """

@@ -1,4 +1,4 @@
-"""The generated ``compose.override.yaml`` (DESIGN.md, "Container contract").
+"""The generated ``compose.override.yaml`` (docs/design.md §3.5).
 
 llem never edits the user's compose file; it passes this file after theirs. For each service used
 it adds the run directory bind-mounted at ``/llem/run``, a keep-alive command so the container stays

@@ -26,7 +26,7 @@ MINIMAL_FIELDS: tuple[str, ...] = ("index", "memory.used", "memory.total")
 
 
 def query_argv(fields: Sequence[str] = FULL_FIELDS) -> list[str]:
-    """The nvidia-smi argv of DESIGN.md (or with ``fields`` instead)."""
+    """The nvidia-smi argv of the container contract, docs/design.md §3.5 (or ``fields``)."""
     return ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"]
 
 

@@ -1,4 +1,4 @@
-"""The argv and environment of one experiment exec (DESIGN.md's container contract).
+"""The argv and environment of one experiment exec (the container contract (docs/design.md §3.5)).
 
 Shared by the real loop and ``--dry-run``, so the dry run prints exactly what would run.
 """

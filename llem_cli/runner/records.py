@@ -1,6 +1,6 @@
 """An experiment's directory and record: prepared before its exec, the record built after.
 
-The record's fields are DESIGN.md's (see docs/design.md, "Run directory"); the experiment's own
+The record's fields are those of docs/design.md §3.4; the experiment's own
 ``result.json`` is merged into its ``metrics``.
 """
 
@@ -75,7 +75,7 @@ def read_metrics(experiment_dir: Path) -> tuple[dict[str, Any] | None, str | Non
 
 
 def identity(experiment: Experiment) -> dict[str, Any]:
-    """The fields that name an experiment in its record (DESIGN.md's first six)."""
+    """The fields that name an experiment in its record (the first six, docs/design.md §3.4)."""
     return {
         "key": experiment.key,
         "config_id": experiment.config.config_id,

@@ -32,7 +32,7 @@ class Experiment:
         return f"{self.config.config_id}-c{self.cycle}"
 
     def to_json(self) -> dict[str, Any]:
-        """The object ``llem plan --json`` prints (DESIGN.md)."""
+        """The object ``llem plan --json`` prints (docs/design.md)."""
         return {
             "key": self.key,
             "config_id": self.config.config_id,
@@ -53,7 +53,7 @@ def order_experiments(configs: list[Config], campaign: Campaign) -> Iterator[Exp
     grouped: all cycles of a configuration back to back, configurations backend by backend
     (backends in the order their first configuration appears, each backend's configurations
     in expansion order), so each backend's container is up for one stretch of the run and a
-    configuration's repeats share the same conditions. DESIGN.md also groups a serving
+    configuration's repeats share the same conditions. The shared DESIGN.md also groups a serving
     backend's configurations server configuration by server configuration; serving backends
     (``serve``) do not exist in this code yet, so that finer grouping comes with them.
 

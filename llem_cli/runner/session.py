@@ -89,7 +89,7 @@ def write_plan(run: RunDir, experiments: list[Experiment]) -> None:
 
 
 def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> int:
-    """Run (or resume) the campaign; return the exit code of DESIGN.md."""
+    """Run (or resume) the campaign; return the exit code (docs/design.md §3.2)."""
     campaign = loaded.campaign
     experiments = list(order_experiments(loaded.configs, campaign))
     compose = discover_compose()

@@ -1,4 +1,4 @@
-"""The record of one experiment (DESIGN.md's fields) and the one definition of its statuses.
+"""The record of one experiment (docs/design.md §3.4) and the one definition of its statuses.
 
 Every module that names a status imports it from here: the outcomes an exec can have, the
 statuses llem gives without running (``pruned``, ``skipped``, ``interrupted``), which settle.
@@ -25,7 +25,7 @@ FINAL_STATUSES = STATUSES - {"interrupted"}
 
 @dataclass(slots=True)
 class Record:
-    """One experiment's result, field for field DESIGN.md's record.
+    """One experiment's result, field for field the record of docs/design.md §3.4.
 
     Quantities that were not measured stay None (``null`` in JSON), never 0:
     a zero energy would be a measurement, and averages over it would lie.
@@ -52,7 +52,8 @@ class Record:
     metrics: dict[str, Any] | None = None
     error: str | None = None
     #: how the energy was measured (method, flags, warnings, reasons for nulls, thermal wait):
-    #: llem's addition to DESIGN.md's fields, so a number always says where it came from
+    #: llem's addition to the shared record fields (docs/design.md §3.4): a number says where it
+    #: came from
     measurement: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -65,7 +66,7 @@ class Record:
         return self.status in FINAL_STATUSES
 
     def to_json(self) -> dict[str, Any]:
-        """The record as a JSON-ready dict, fields in DESIGN.md's order.
+        """The record as a JSON-ready dict, fields in the documented order (docs/design.md §3.4).
 
         A deep copy, as ``dataclasses.asdict`` makes, at a fifth of its cost.
         """

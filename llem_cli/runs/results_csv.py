@@ -13,7 +13,7 @@ from llem_cli.runs.record import RECORD_FIELDS, Record
 
 
 def csv_text(records: Iterable[Record]) -> str:
-    """Records as CSV: DESIGN.md's fields, params and metrics as JSON, null as empty."""
+    """Records as CSV: the fields of docs/design.md §3.4, params and metrics as JSON, null empty."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RECORD_FIELDS)

@@ -2,6 +2,7 @@
 
 ``fake_nvml.c`` (beside this module) is compiled by :func:`build_stub`; :class:`Stub` and
 :func:`run_stub_script` run code on it in a fresh process (see :mod:`.runner`).
+``python -m llem_testkit.nvml_stub [DIR]`` builds the library by hand;
 ``python -m llem_testkit.nvml_stub.capture_real_gpu FILE`` records a real GPU's answers.
 """
 

@@ -32,9 +32,3 @@ def build_stub(dest: Path, defines: Iterable[str] = ()) -> Path:
     if proc.returncode != 0:
         raise RuntimeError(f"building the NVML stub failed:\n{' '.join(argv)}\n{proc.stderr}")
     return dest
-
-
-if __name__ == "__main__":  # python -m llem_testkit.nvml_stub.build [DIR]
-    import sys
-
-    print(build_stub(Path(sys.argv[1] if len(sys.argv) > 1 else "build/nvml_stub")))

@@ -1,4 +1,4 @@
-"""End-to-end tests of DESIGN.md's contract for ``llem run`` and ``llem results``.
+"""End-to-end tests of the user contract (docs/design.md §3) for ``llem run`` and ``llem results``.
 
 Exit codes 2, 3, 4 and 75 of ``llem run``, ``--resume`` refusals, the lock across results
 directories, ``llem results`` on a real run and a secret in a ``--dry-run``. Every test runs real
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.docker
 #: an experiment that waits until the test touches ``go`` in the run directory
 WAIT_GO = "while [ ! -f /llem/run/go ]; do sleep 0.1; done"
 
-#: the fields of one record, DESIGN.md "Run directory"
+#: the fields of one record, docs/design.md §3.4
 RECORD_FIELDS = (
     "key",
     "config_id",

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from llem_cli.docker.proc import CommandFailed, SubprocessRunner
-from llem_cli.redaction import redact_argv, redact_text
 from llem_cli.errors import EnvironmentProblem, Interrupted
+from llem_cli.redaction import redact_argv, redact_text
 from llem_cli.signals import SignalReceived, deferred, handle_signals
 
 RUN = SubprocessRunner()

@@ -1,4 +1,4 @@
-"""Durations as campaign files write them (DESIGN.md: `90`, `90s`, `5m`, `1h30m`)."""
+"""Durations as campaign files write them (docs/design.md §3.3: `90`, `90s`, `5m`, `1h30m`)."""
 
 from __future__ import annotations
 

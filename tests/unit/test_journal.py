@@ -16,7 +16,7 @@ from llem_cli.runs.record import FINAL_STATUSES, RECORD_FIELDS, STATUSES, Record
 from llem_cli.runs.state import replay
 from llem_cli.timestamps import utc_now_iso
 
-# Copied from DESIGN.md "Run directory".
+# Copied from docs/design.md §3.4.
 DESIGN_FIELDS = [
     "key", "config_id", "cycle", "backend", "service", "params", "status", "attempts",
     "exit_code", "started_at", "ended_at", "duration_s", "energy_j", "avg_power_w",
@@ -47,7 +47,8 @@ def path(tmp_path):
 
 
 def test_record_fields_are_designs_in_order():
-    # DESIGN.md's fields first and in order; llem adds 'measurement' (how energy was measured)
+    # the record's fields (docs/design.md §3.4) first and in order; llem adds 'measurement'
+    # (how energy was measured)
     assert list(RECORD_FIELDS) == [*DESIGN_FIELDS, "measurement"]
     assert list(rec().to_json()) == [*DESIGN_FIELDS, "measurement"]
 

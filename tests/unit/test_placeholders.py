@@ -1,4 +1,4 @@
-"""`{name}` placeholders in commands (DESIGN.md, "Placeholders")."""
+"""`{name}` placeholders in commands (docs/design.md §3.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plan expansion and ordering, on the DESIGN.md example campaign, through the real CLI."""
+"""Plan expansion and ordering, on the shared DESIGN.md's example campaign, via the real CLI."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from llem_cli.campaign.placeholders import render
 from llem_cli.cli import cli
 from llem_cli.runner.schedule import order_experiments, pause
 
-# The DESIGN.md example, with the `vllm` backend it uses in its grid declared.
+# The shared DESIGN.md's example campaign, with the `vllm` backend of its grid declared.
 DESIGN_EXAMPLE = """\
 name: llama-batch                 # [a-z0-9][a-z0-9_-]*, required
 compose: compose.yml              # one path or a list, relative to this file

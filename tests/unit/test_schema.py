@@ -1,4 +1,4 @@
-"""`llem schema`: the JSON Schema editors use, checked against the DESIGN.md example by hand."""
+"""`llem schema`: the JSON Schema editors use, checked by hand on the shared DESIGN.md example."""
 
 from __future__ import annotations
 
