@@ -77,6 +77,10 @@ def handle_signals() -> Iterator[None]:
     """Install the handlers for the block; a signal ends it as :class:`Interrupted` (130/143).
 
     Outside the main thread handlers cannot be installed; the block then runs unchanged.
+    After a signal ended the block, llem is on its way out: instead of the previous handlers,
+    SIGINT and SIGTERM are then ignored (:func:`_going_down`), so a second Ctrl-C or an
+    impatient supervisor's SIGTERM cannot turn a clean 143 into a KeyboardInterrupt between
+    the end of the teardown and the exit.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -85,14 +89,20 @@ def handle_signals() -> Iterator[None]:
     _state.received = None
     for sig in _EXIT_CODES:
         signal.signal(sig, _handler)
+    stopping = False
     try:
         yield
     except SignalReceived as exc:
+        stopping = True
         name = signal.Signals(exc.signum).name
         raise Interrupted(f"interrupted by {name}", exc.exit_code) from None
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            signal.signal(sig, _going_down if stopping else old)
+
+
+def _going_down(signum: int, frame: FrameType | None) -> None:
+    """A signal after llem was stopped by one: it is already exiting; nothing more to do."""
 
 
 def last_signal() -> int | None:

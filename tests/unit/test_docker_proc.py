@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,15 @@ def test_redacts_llems_own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---- signals ------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers() -> Iterator[None]:
+    """A signal test leaves llem "going down" (signals ignored): give pytest its handlers back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 def test_signal_becomes_interrupted_with_exit_code() -> None:
     with pytest.raises(Interrupted) as info, handle_signals():
         os.kill(os.getpid(), signal.SIGTERM)
@@ -136,7 +146,24 @@ def test_signal_becomes_interrupted_with_exit_code() -> None:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(5)
     assert info.value.exit_code == 130
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_handlers_are_restored_after_a_block_no_signal_ended() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with handle_signals():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_after_the_stop_cannot_change_how_llem_ends() -> None:
+    # the teardown is over and the handlers would be the defaults again: a second Ctrl-C there
+    # was a KeyboardInterrupt (exit -2 instead of 143, seen in the SIGTERM-then-SIGINT test)
+    with pytest.raises(Interrupted) as info, handle_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    os.kill(os.getpid(), signal.SIGINT)  # between the end of the teardown and the exit
+    time.sleep(0.1)
+    assert info.value.exit_code == 143
 
 
 def test_signal_during_wait_kills_the_child(tmp_path: Path) -> None:
