@@ -58,10 +58,12 @@ def variant_env(source: Path, base_env: dict[str, str]) -> dict[str, str]:
     return {**base_env, "PYTHONPATH": str(source)}
 
 
-def imported_from(env: dict[str, str]) -> str:
+def imported_from(env: dict[str, str], cwd: Path) -> str:
+    """Where ``llem_cli`` comes from, run from ``cwd`` as every variant is (the current folder
+    is first on ``sys.path`` for ``-c`` and ``-m``: never the repository's)."""
     done = subprocess.run(
         [sys.executable, "-c", "import llem_cli; print(llem_cli.__file__)"],
-        env=env, capture_output=True, text=True, check=True, timeout=60,
+        env=env, cwd=cwd, capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     return done.stdout.strip()
 
@@ -108,7 +110,7 @@ def main() -> int:
             "this": variant_env(REPO_ROOT, env),
         }
         for name, venv in variants.items():
-            print(f"{name}: llem_cli from {imported_from(venv)}")
+            print(f"{name}: llem_cli from {imported_from(venv, root)}")
 
         print(f"\nper-experiment overhead, {args.n} no-op experiments x {args.rounds} rounds")
         per: dict[str, list[float]] = {name: [] for name in variants}

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from llem_cli.campaign.model import default_project
 from llem_testkit import TEST_IMAGE
 
 LLEM = [sys.executable, "-m", "llem_cli"]
@@ -57,7 +58,7 @@ class E2ECampaign:
     @property
     def project(self) -> str:
         """The compose project llem names after the campaign."""
-        return f"llem-{self.name}"
+        return default_project(self.name)
 
     @property
     def results(self) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from llem_cli.campaign.compose_services import ComposeFileError, read_compose_services
 from llem_cli.campaign.expansion import Expansion, expand
-from llem_cli.campaign.model import NAME_PATTERN, Campaign
+from llem_cli.campaign.model import NAME_PATTERN, Campaign, MetricFormula
 from llem_cli.campaign.placeholders import BUILTINS, placeholder_names
 from llem_cli.campaign.problems import Problem, did_you_mean, dotted
 from llem_cli.campaign.yaml_source import PathKey, SourceDoc, child
@@ -55,6 +55,7 @@ def check_campaign(
         out.error((), "the campaign expands to no configuration (add a grid or experiments)")
         return expansion, out.problems
     _check_placeholders(campaign, expansion, out)
+    _check_metric_params(campaign, expansion, out)
     _check_prune_axes(campaign, expansion, out)
     _warn_number_like_text(out)
     used = {config.backend for config in expansion.configs}
@@ -286,6 +287,39 @@ def _check_placeholders(campaign: Campaign, expansion: Expansion, out: _Collecto
                         f"(params: {params}; built-ins: {', '.join(BUILTINS)}); "
                         f"write {{{{{placeholder}}}}} for a literal",
                     )
+
+
+def _check_metric_params(campaign: Campaign, expansion: Expansion, out: _Collector) -> None:
+    """A metric computed from params needs each one, as a number, in every configuration of its
+    backend: otherwise the metric would be null in some records for a reason the campaign
+    already shows, and validate should say so before a run spends hours."""
+    for name, backend in campaign.backends.items():
+        configs = [c for c in expansion.configs if c.backend == name]
+        if not configs:
+            continue
+        for metric, source in backend.metrics.mapped().items():
+            if not isinstance(source, MetricFormula):
+                continue
+            for index, param in enumerate(source.params):
+                path = ("backends", name, "metrics", metric, "params", index)
+                lacking = [c for c in configs if param not in c.params]
+                if len(lacking) == len(configs):
+                    known = sorted({k for c in configs for k in c.params})
+                    listing = ", ".join(known) or "none"
+                    hint = did_you_mean(param, known)
+                    out.error(path, f"'{param}' is not a param of '{name}' (params: {listing}){hint}")
+                elif lacking:
+                    out.error(
+                        path,
+                        f"'{param}' is missing from some configurations of '{name}' "
+                        f"(e.g. {dotted(lacking[0].origin)})",
+                    )
+                elif not all(_is_number(c.params[param]) for c in configs):
+                    out.error(path, f"'{param}' has non-numeric values: a metric needs numbers")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_prune_axes(campaign: Campaign, expansion: Expansion, out: _Collector) -> None:

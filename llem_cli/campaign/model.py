@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from llem_cli.campaign.durations import parse_duration
 
@@ -70,6 +80,121 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: llem's normalized metric names (DESIGN.md, "Metrics across engines"), in the order tables
+#: and CSV columns show them: the only keys ``backends.<name>.metrics`` accepts
+METRIC_NAMES = (
+    "output_tokens",
+    "input_tokens",
+    "output_tokens_per_s",
+    "requests_per_s",
+    "ttft_ms",
+    "itl_ms",
+)
+
+#: a dotted path: segments of anything but dots and blanks, none empty
+RESULT_PATH_PATTERN = r"^[^.\s]+(\.[^.\s]+)*$"
+
+ResultPath = Annotated[
+    str,
+    Field(
+        pattern=RESULT_PATH_PATTERN,
+        description="a dotted path into result.json (performance.output_throughput); "
+        "a number indexes a list (results.0.tokens)",
+    ),
+]
+"""Where a value sits in an experiment's ``result.json``."""
+
+
+class MetricFormula(_Strict):
+    """A normalized metric the engine does not report as one number, computed from numbers it
+    does report and from the configuration's params.
+
+    The value is the product of every ``multiply`` value (paths into result.json) and every
+    ``params`` value, divided by the ``divide_by`` value. Only products and one division:
+    enough for "output tokens = prompts x output length of a fixed-length workload" and "per
+    second = that / elapsed time", and little enough that a campaign shows at a glance how a
+    number was made. The record says the value was computed (``measurement.computed``).
+    """
+
+    multiply: list[ResultPath] = Field(
+        default_factory=list, description="paths into result.json whose values are multiplied"
+    )
+    params: list[Annotated[str, Field(pattern=IDENT_PATTERN)]] = Field(
+        default_factory=list,
+        description="numeric params of the configuration, multiplied in (the workload's "
+        "fixed sizes, such as num_prompts and output_len)",
+    )
+    divide_by: ResultPath | None = Field(
+        default=None, description="a path into result.json whose value divides the product"
+    )
+
+    @model_validator(mode="after")
+    def _has_a_product(self) -> MetricFormula:
+        if not self.multiply and not self.params:
+            raise ValueError(
+                "a computed metric needs multiply (paths into result.json) or params "
+                "(param names), or both"
+            )
+        return self
+
+
+def _metric_branch(value: object) -> str | None:
+    """Which form a metric's source is written in: text is a path, a mapping a formula.
+
+    Choosing the branch up front gives one error about the form the user wrote, not one per
+    form tried; a value of neither kind gets the discriminator's own message.
+    """
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, dict):
+        return "dict"
+    return None
+
+
+MetricSource = Annotated[
+    Annotated[ResultPath, Tag("str")] | Annotated[MetricFormula, Tag("dict")],
+    Discriminator(
+        _metric_branch,
+        custom_error_type="metric_source",
+        custom_error_message="expected a dotted path into result.json, or a mapping "
+        "with multiply, params and divide_by",
+    ),
+]
+"""A normalized metric's source: a path into result.json, or a formula."""
+
+_METRIC_HELP = "; null: not mapped"
+
+
+class Metrics(_Strict):
+    """``backends.<name>.metrics``: llem's normalized names mapped to where this engine's
+    ``result.json`` holds them, so engines that name one quantity differently compare
+    (DESIGN.md, "Metrics across engines"). A name left out (or null) is not mapped."""
+
+    output_tokens: MetricSource | None = Field(
+        default=None, description="tokens generated, all requests together" + _METRIC_HELP
+    )
+    input_tokens: MetricSource | None = Field(
+        default=None, description="prompt tokens, all requests together" + _METRIC_HELP
+    )
+    output_tokens_per_s: MetricSource | None = Field(
+        default=None, description="generated tokens per second (not prompt + output)" + _METRIC_HELP
+    )
+    requests_per_s: MetricSource | None = Field(
+        default=None, description="requests completed per second" + _METRIC_HELP
+    )
+    ttft_ms: MetricSource | None = Field(
+        default=None, description="median time to first token, milliseconds" + _METRIC_HELP
+    )
+    itl_ms: MetricSource | None = Field(
+        default=None, description="median inter-token latency, milliseconds" + _METRIC_HELP
+    )
+
+    def mapped(self) -> dict[str, str | MetricFormula]:
+        """The names this backend maps, in :data:`METRIC_NAMES` order, with their sources."""
+        sources = {name: getattr(self, name) for name in METRIC_NAMES}
+        return {name: source for name, source in sources.items() if source is not None}
+
+
 class Backend(_Strict):
     """How to run an experiment on one backend (a compose service)."""
 
@@ -85,6 +210,10 @@ class Backend(_Strict):
     env: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], EnvValue] = Field(default_factory=dict)
     keepalive: bool = Field(
         default=True, description="replace the service command with sleep infinity"
+    )
+    metrics: Metrics = Field(
+        default_factory=Metrics,
+        description="normalized metric name -> dotted path into result.json, or a formula",
     )
 
 

@@ -33,8 +33,10 @@ def _model_at(path: PathKey) -> type[BaseModel] | None:
         ("health",): m.Health,
         ("results",): m.Results,
     }
-    if len(path) == 2 and path[0] == "backends":
-        return m.Backend
+    if path[:1] == ("backends",):
+        by_depth = {2: m.Backend, 3: m.Metrics, 4: m.MetricFormula}
+        if len(path) == 2 or (len(path) > 2 and path[2] == "metrics"):
+            return by_depth.get(len(path))
     return table.get(path)
 
 
@@ -58,8 +60,9 @@ def _strip_union_tags(loc: tuple[Any, ...], data: Any) -> tuple[PathKey, bool]:
 
 
 def _is_branch_tag(part: str) -> bool:
-    """pydantic's names for union branches (``list[str]``, ``literal['x']``, ``int``)."""
-    return any(ch in part for ch in "[]()'") or part in {"str", "int", "float", "bool"}
+    """pydantic's names for union branches (``list[str]``, ``literal['x']``, ``int``), and the
+    tags of the model's own discriminated unions (``str``, ``dict``: a metric's source)."""
+    return any(ch in part for ch in "[]()'") or part in {"str", "int", "float", "bool", "dict"}
 
 
 def _message(error: ErrorDetails, path: PathKey) -> str:
@@ -80,6 +83,11 @@ def _message(error: ErrorDetails, path: PathKey) -> str:
             return "must be lowercase letters, digits, '-' or '_', starting with a letter or digit"
         if pattern == m.IDENT_PATTERN:
             return "must be an identifier (letters, digits and '_', not starting with a digit)"
+        if pattern == m.RESULT_PATH_PATTERN:
+            return (
+                "must be a dotted path into result.json, such as performance.output_throughput "
+                "(no empty part, no blanks)"
+            )
     if kind in ("model_type", "dict_type"):  # pydantic names its classes; users wrote YAML
         return "expected a mapping (key: value lines)"
     if kind == "too_short" and error.get("ctx", {}).get("min_length") == 1:

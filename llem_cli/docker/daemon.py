@@ -42,8 +42,9 @@ def raise_if_unreachable(returncode: int, stderr: str) -> None:
     exit 3 everywhere rather than a confusing per-command failure.
     """
     if returncode != 0 and daemon_unreachable(stderr):
-        first = next((line.strip() for line in stderr.splitlines() if line.strip()), "")
-        raise unreachable_error(first)
+        # the line that says so, not compose's progress lines ("Container x  Creating") above it
+        said = next(line.strip() for line in stderr.splitlines() if daemon_unreachable(line))
+        raise unreachable_error(said)
 
 
 def daemon_problem(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from llem_cli.docker.daemon import daemon_unreachable
 from llem_cli.runs.record import OutcomeStatus
 
 #: a process killed by SIGKILL (the OOM killer, ``docker kill``, ...) exits 128 + 9
@@ -22,9 +23,10 @@ EXIT_CLIENT_ERROR = 255
 NOT_RUNNABLE_CODES = (126, 127)
 
 _GPU_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory")
-_DAEMON_GONE = re.compile(
-    r"Cannot connect to the Docker daemon|error during connect|connection reset|"
-    r"unexpected EOF|broken pipe|use of closed network connection",
+#: what the client prints when its connection to the daemon breaks mid-exec (beside the
+#: "cannot reach the daemon" lines that :func:`llem_cli.docker.daemon.daemon_unreachable` knows)
+_CONNECTION_DROPPED = re.compile(
+    r"connection reset|unexpected EOF|broken pipe|use of closed network connection",
     re.IGNORECASE,
 )
 _NOT_RUNNING = re.compile(
@@ -96,7 +98,8 @@ def classify(
     if container is not None and not container.running:
         state = container.status or ("removed" if not container.exists else "stopped")
         return "container_died", f"exit {exit_code}: container {state}"
-    if exit_code == EXIT_CLIENT_ERROR and (container is None or _DAEMON_GONE.search(stderr_tail)):
+    connection_lost = daemon_unreachable(stderr_tail) or _CONNECTION_DROPPED.search(stderr_tail)
+    if exit_code == EXIT_CLIENT_ERROR and (container is None or connection_lost):
         hint = _tail_hint(stderr_tail)
         return "container_died", f"exit 255: lost the connection to the container{hint}"
     if container is None and _NOT_RUNNING.search(stderr_tail):

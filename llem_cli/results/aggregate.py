@@ -15,8 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llem_cli.campaign.model import METRIC_NAMES
 from llem_cli.results.stats import Summary, finite_float, summarize
-from llem_cli.runs.record import Record
+from llem_cli.runs.record import Record, energy_per_name
 
 QUANTITIES = ("duration_s", "energy_j", "net_energy_j", "avg_power_w", "max_temp_c")
 
@@ -100,14 +101,34 @@ def _ratio(numerator: Any, denominator: Any) -> float | None:
     return finite_float(top / bottom)
 
 
+#: the count metrics energy is divided by when neither ``--per`` nor ``results.per`` names one,
+#: the first that any ok record reports: llem's normalized ``output_tokens`` (mapped by the
+#: backend's ``metrics``), else ``tokens`` (what llem's transformers script writes itself)
+DEFAULT_PER = ("output_tokens", "tokens")
+
+
 def _count_metric(per: Sequence[str], records: Iterable[Record]) -> list[str]:
-    """The count metrics to divide energy by: ``results.per``, else ``tokens`` if reported."""
+    """The count metrics to divide energy by: ``--per`` or ``results.per``, else the first of
+    :data:`DEFAULT_PER` that an ok record reports."""
     if per:
         return list(per)
+    reported: set[str] = set()
     for record in records:
-        if record.metrics and _number(record.metrics.get("tokens")):
-            return ["tokens"]
-    return []
+        if record.status == "ok" and record.metrics:
+            reported.update(n for n in DEFAULT_PER if _number(record.metrics.get(n)) is not None)
+    return [name for name in DEFAULT_PER if name in reported][:1]
+
+
+def _metric_names(records: Iterable[Record]) -> list[str]:
+    """The numeric metrics of ``records``: llem's normalized names first, in their own order,
+    so every backend's table reads alike; then the engines' own keys as they first appear."""
+    seen: list[str] = []
+    for record in records:
+        for name, value in (record.metrics or {}).items():
+            if name not in seen and _number(value) is not None:
+                seen.append(name)
+    normalized = [name for name in METRIC_NAMES if name in seen]
+    return normalized + [name for name in seen if name not in normalized]
 
 
 def signed_name(name: str) -> bool:
@@ -157,15 +178,10 @@ def aggregate(
         for name in QUANTITIES:
             values[name] = [_number(getattr(r, name)) for r in ok]
         for metric in per_metrics:
-            values[f"energy_per_{metric}_j"] = [
+            values[energy_per_name(metric)] = [
                 _ratio(r.energy_j, (r.metrics or {}).get(metric)) for r in ok
             ]
-        metric_names: list[str] = []
-        for r in ok:
-            for name, value in (r.metrics or {}).items():
-                if _number(value) is not None and name not in metric_names:
-                    metric_names.append(name)
-        for name in metric_names:
+        for name in _metric_names(ok):
             values[f"metrics.{name}"] = [_number((r.metrics or {}).get(name)) for r in ok]
         collected.append((GroupStats(group_label(members[0], axes), statuses), values))
     nonnegative = nonnegative_names(values for _, values in collected)

@@ -275,6 +275,7 @@ class CampaignLoop:
                 experiment_dir=exp_dir,
                 measured=measured,
                 secret_env=backend.env,
+                metrics_map=backend.metrics.mapped(),
             )
             self._finish(experiment, record)
             if verdict.action is d.Action.SKIP_BACKEND:

@@ -1,18 +1,21 @@
 """An experiment's directory and record: prepared before its exec, the record built after.
 
 The record's fields are those of docs/design.md §3.4; the experiment's own
-``result.json`` is merged into its ``metrics``.
+``result.json`` is merged into its ``metrics``, with the backend's normalized names beside the
+engine's keys (:mod:`llem_cli.runner.metrics`).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from llem_cli.campaign.model import MetricFormula
 from llem_cli.docker.outcome import ExecOutcome
 from llem_cli.redaction import redact_text
+from llem_cli.runner.metrics import normalize, parse_report
 from llem_cli.runner.schedule import Experiment
 from llem_cli.runs.layout import RunDir
 from llem_cli.runs.record import Record
@@ -55,7 +58,8 @@ MAX_RESULT_BYTES = 1 << 20
 
 
 def read_metrics(experiment_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """The experiment's own ``result.json`` (a JSON object), or None and why not."""
+    """The experiment's own ``result.json`` (one JSON object, or the last object of JSON lines,
+    see :func:`~llem_cli.runner.metrics.parse_report`), or None and why not."""
     path = experiment_dir / RESULT_FILE
     if not path.exists():
         return None, None
@@ -66,12 +70,46 @@ def read_metrics(experiment_dir: Path) -> tuple[dict[str, Any] | None, str | Non
                 f"result.json not merged: {size} bytes > {MAX_RESULT_BYTES} "
                 "(keep summary metrics there; it stays in the experiment directory)"
             )
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         return None, f"result.json unreadable: {exc}"
-    if not isinstance(data, dict):
-        return None, "result.json is not a JSON object"
-    return data, None
+    return parse_report(text)
+
+
+def with_normalized(
+    metrics: dict[str, Any] | None,
+    read_error: str | None,
+    mapping: Mapping[str, str | MetricFormula],
+    params: Mapping[str, Any],
+    *,
+    status: str,
+    measured: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``metrics`` with the backend's normalized names added, and ``measured`` with the reason
+    for each that is null and how each computed one was made.
+
+    The reasons go where the record keeps every other null's reason,
+    ``measurement.reasons``, keyed as the column is named (``metrics.output_tokens``);
+    formulas are named in ``measurement.computed``. An experiment that failed and wrote no
+    report gets nothing: its ``error`` already says what happened, and no metric was expected
+    of it. A normalized name replaces an engine key of the same name in the record (the file
+    on disk keeps it).
+    """
+    if not mapping or (metrics is None and status != "ok"):
+        return metrics, measured
+    found = normalize(metrics, mapping, params, no_report=read_error or "no result.json")
+    if metrics is not None:
+        metrics = {**metrics, **found.values}
+    fields = dict(measured or {})
+    detail = dict(fields.get("measurement") or {})
+    if found.reasons:
+        reasons = dict(detail.get("reasons") or {})
+        reasons.update({f"metrics.{name}": why for name, why in found.reasons.items()})
+        detail["reasons"] = reasons
+    if found.computed:
+        detail["computed"] = {f"metrics.{name}": how for name, how in found.computed.items()}
+    fields["measurement"] = detail or None
+    return metrics, fields
 
 
 def identity(experiment: Experiment) -> dict[str, Any]:
@@ -121,14 +159,24 @@ def record_from_outcome(
     status: str | None = None,
     measured: dict[str, Any] | None = None,
     secret_env: dict[str, str] | None = None,
+    metrics_map: Mapping[str, str | MetricFormula] | None = None,
 ) -> Record:
     """The final record of one experiment (energy fields stay None until measured).
 
     ``secret_env`` (the backend's ``env``) adds its secret-looking values to those redacted
-    from the error text, beside llem's own environment.
+    from the error text, beside llem's own environment. ``metrics_map`` is the backend's
+    ``metrics`` (normalized name -> source), see :func:`with_normalized`.
     """
     status = status or outcome.status
     metrics, metrics_error = read_metrics(experiment_dir)
+    metrics, measured = with_normalized(
+        metrics,
+        metrics_error,
+        metrics_map or {},
+        experiment.config.params,
+        status=status,
+        measured=measured,
+    )
     error = None
     if status != "ok":
         error = outcome.detail or status

@@ -131,6 +131,21 @@ class _Box:
     value: Any
 
 
+#: what energy per count is called for llem's normalized token counts: per token, singular, as
+#: DESIGN.md writes it ("energy per token is energy_j / output_tokens")
+_PER_TOKEN_NAMES = {
+    "output_tokens": "energy_per_output_token_j",
+    "input_tokens": "energy_per_input_token_j",
+}
+
+
+def energy_per_name(metric: str) -> str:
+    """The name of energy divided by the count metric ``metric``: ``energy_per_<metric>_j``,
+    but ``energy_per_output_token_j`` for the normalized ``output_tokens`` (the one name
+    every output uses for it: tables, ``--stats``, the records' CSV)."""
+    return _PER_TOKEN_NAMES.get(metric, f"energy_per_{metric}_j")
+
+
 def finite_only(value: Any) -> Any:
     """``value`` with NaN and infinities replaced by None: strict JSON has no NaN."""
     if isinstance(value, float):

@@ -1,22 +1,58 @@
-"""``results.csv``: one row per experiment, its latest record, rewritten atomically."""
+"""``results.csv``: one row per experiment, its latest record, rewritten atomically.
+
+The record's fields come first, in their documented order (``params`` and ``metrics`` as JSON
+text); then llem's normalized metrics as columns of their own (``metrics.output_tokens``, ...)
+and ``energy_per_output_token_j``, because a JSON cell is what a spreadsheet or
+``pandas.read_csv`` cannot compare across engines without unpacking it first.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from llem_cli.atomic import atomic_write_text
-from llem_cli.runs.record import RECORD_FIELDS, Record
+from llem_cli.campaign.model import METRIC_NAMES
+from llem_cli.runs.record import RECORD_FIELDS, Record, energy_per_name
+
+#: the columns after the record's fields: each normalized metric, then energy per output token
+METRIC_COLUMNS: tuple[str, ...] = tuple(f"metrics.{name}" for name in METRIC_NAMES)
+ENERGY_PER_OUTPUT_TOKEN = energy_per_name("output_tokens")
+CSV_COLUMNS: tuple[str, ...] = (*RECORD_FIELDS, *METRIC_COLUMNS, ENERGY_PER_OUTPUT_TOKEN)
+
+
+def _number(value: Any) -> float | int | None:
+    """``value`` if it is a finite number (not a boolean), else None: an empty cell."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def energy_per_output_token(record: Record) -> float | None:
+    """``energy_j / metrics.output_tokens``, or None when either is missing or the count is 0."""
+    energy = _number(record.energy_j)
+    tokens = _number((record.metrics or {}).get("output_tokens"))
+    if energy is None or not tokens:
+        return None
+    try:
+        ratio = energy / tokens
+    except OverflowError:  # an int count too large for a float
+        return None
+    return ratio if math.isfinite(ratio) else None
 
 
 def csv_text(records: Iterable[Record]) -> str:
-    """Records as CSV: the fields of docs/design.md §3.4, params and metrics as JSON, null empty."""
+    """Records as CSV (:data:`CSV_COLUMNS`): params and metrics as JSON, null empty."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(RECORD_FIELDS)
+    writer.writerow(CSV_COLUMNS)
     for record in records:
         row = []
         for name in RECORD_FIELDS:
@@ -24,6 +60,12 @@ def csv_text(records: Iterable[Record]) -> str:
             if isinstance(value, dict):
                 value = json.dumps(value, sort_keys=True)
             row.append("" if value is None else value)
+        metrics = record.metrics or {}
+        for name in METRIC_NAMES:
+            value = _number(metrics.get(name))
+            row.append("" if value is None else value)
+        per_token = energy_per_output_token(record)
+        row.append("" if per_token is None else per_token)
         writer.writerow(row)
     return buffer.getvalue()
 

@@ -144,3 +144,18 @@ def test_environment_check_before_a_failed_record(
         faults_mod.check_environment(failed, tmp_path, problem=problem, sleep=slept.append)
     assert len(calls) == asked
     assert slept == ([faults_mod.SETTLE_S] if asked == 2 else [])
+
+
+def test_unreachable_daemon_message_quotes_the_line_that_says_so() -> None:
+    # compose up prints progress before the error: the message quoted "Container x  Creating"
+    from llem_cli.docker.daemon import raise_if_unreachable
+
+    stderr = (
+        " Container llem-x-app-1  Creating\n"
+        "Cannot connect to the Docker daemon at unix:///d.sock. Is the docker daemon running?\n"
+    )
+    with pytest.raises(EnvironmentProblem) as info:
+        raise_if_unreachable(1, stderr)
+    assert "Creating" not in info.value.message
+    assert info.value.message.startswith("the Docker daemon is not reachable: Cannot connect")
+    raise_if_unreachable(1, "some other failure\n")  # not the daemon's: nothing raised

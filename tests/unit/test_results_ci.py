@@ -138,7 +138,7 @@ def test_two_cycles_say_the_interval_needs_three(run_dir: Path) -> None:
 def test_no_negative_bound_for_a_quantity_that_cannot_be_negative(run_dir: Path) -> None:
     text = invoke("results", str(run_dir))
     rows = table_rows(text)
-    for quantity in ("energy_j", "metrics.output_tokens_per_s", "energy_per_output_tokens_j"):
+    for quantity in ("energy_j", "metrics.output_tokens_per_s", "energy_per_output_token_j"):
         n, _, interval = rows[("vllm", quantity)]
         assert n == "3"
         assert re.fullmatch(r"0\* – [0-9.,]+ \(t\)", interval), interval

@@ -63,6 +63,10 @@ EXACT = {
     "'<scalar>' (while parsing a flow sequence at line 5, column 14)",
     "all_excluded.yaml": "1:1: (file): the campaign expands to no configuration "
     "(add a grid or experiments)",
+    "metrics_unknown_name.yaml": "8:7: backends.pytorch.metrics.outptu_tokens_per_s: unknown "
+    "key 'outptu_tokens_per_s' (did you mean 'output_tokens_per_s'?)",
+    "metrics_not_a_path.yaml": "7:22: backends.vllm.metrics.output_tokens: expected a dotted "
+    "path into result.json, or a mapping with multiply, params and divide_by",
 }
 
 
