@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv engine lint unit test demo bench chaos clean
+.PHONY: help venv engine lint unit test demo bench chaos check-engines clean
 
 help:
 	@echo "make demo   - run the demo campaign end to end (starts a local Docker engine if needed)"
@@ -11,6 +11,7 @@ help:
 	@echo "make test   - ruff, mypy + the whole test suite against a real Docker engine"
 	@echo "make bench  - overhead benchmarks (prints ratios)"
 	@echo "make chaos  - fault-injection suite (CHAOS_ARGS=--quick for fewer repeats)"
+	@echo "make check-engines - the shipped engine commands' flags against the pinned engines' sources"
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -53,11 +54,18 @@ bench: venv engine $(BENCH_TOOLS)
 	-$(PY) bench/bench_run_overhead.py
 	-$(PY) bench/bench_journal.py
 	-$(PY) bench/bench_resume_results.py
+	-$(PY) bench/bench_against_revision.py
 
 # fault injection (docs/reliability.md): kill -9, docker kill, daemon stop, full disk, fuzzing,
 # secrets; one table row per scenario, non-zero exit on any failure. CHAOS_ARGS=--quick for a smoke run
 chaos: venv engine
 	$(PY) -m chaos.run_all $(CHAOS_ARGS)
+
+# the shipped engine commands' options, looked up in the pinned engines' own sources (no GPU, no
+# Docker): each engine's wheel without dependencies into .cache/engines (vLLM's ~415 MB, once);
+# the output replaces the last one in docs/engines.md. Exit 1 on a missing flag.
+check-engines: venv
+	$(PY) scripts/check_engines.py --update-doc docs/engines.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -168,7 +168,7 @@ def _build(
                 raise SourceError("a mapping key must be a plain value", _mark(key_node), path)
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise SourceError("YAML merge keys (<<) are not supported", _mark(key_node), path)
-            key = loader.construct_object(key_node, deep=True)
+            key = _construct(loader, key_node, path)
             key = str(key) if not isinstance(key, str) else key
             child = (*path, key)
             if key in result:
@@ -188,6 +188,11 @@ def _build(
         and _EXPONENT_NUMBER.match(node.value)
     ):
         doc.number_like_text.add(path)
+    return _construct(loader, node, path)
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: PathKey) -> Any:
+    """A scalar's value, keys included (a ``!!python/...`` tag on a key crashed validation)."""
     try:
         return loader.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as exc:

@@ -88,3 +88,10 @@ def test_format_round_trips(text: str) -> None:
 @pytest.mark.parametrize("seconds", [0, 1, 59, 60, 61, 3599, 3600, 5400, 86399, 90061])
 def test_parse_reads_what_format_writes(seconds: int) -> None:
     assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize("value", [10**400, "9" * 400, "1" + "0" * 320 + "h", 2e9, float("inf")])
+def test_a_huge_duration_is_a_validation_error_not_a_crash(value: object) -> None:
+    # found by make chaos (mutation fuzzing, seed 20261130): int too large to convert to float
+    with pytest.raises(ValueError, match="at most"):
+        parse_duration(value)

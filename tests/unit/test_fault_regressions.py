@@ -159,3 +159,14 @@ def test_unreachable_daemon_message_quotes_the_line_that_says_so() -> None:
     assert "Creating" not in info.value.message
     assert info.value.message.startswith("the Docker daemon is not reachable: Cannot connect")
     raise_if_unreachable(1, "some other failure\n")  # not the daemon's: nothing raised
+
+
+def test_a_python_tag_on_a_key_is_a_validation_error(tmp_path: Path) -> None:
+    # found by make chaos (text fuzzing, seed 20261130): a tag on a key, not a value, escaped
+    # the constructor's error handling and crashed `llem validate` ("unexpected error")
+    path = tmp_path / "c.yaml"
+    path.write_text("name: demo\n!!python/object:os.system retries: 1\n")
+    result = CliRunner().invoke(cli, ["validate", str(path)], catch_exceptions=True)
+    assert result.exit_code == 2, result.output
+    assert "cannot read value: could not determine a constructor" in result.output
+    assert "unexpected error" not in result.output
