@@ -247,8 +247,8 @@ def down(target: Path) -> None:
 @click.option(
     "--per",
     multiple=True,
-    help="Count metric to report energy per (repeatable; "
-    "default: results.per of the campaign, else tokens if reported).",
+    help="Count metric to report energy per (repeatable; default: results.per of the "
+    "campaign, else output_tokens if reported, else tokens if reported).",
 )
 @click.option(
     "--stats",

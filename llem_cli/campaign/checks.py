@@ -307,7 +307,9 @@ def _check_metric_params(campaign: Campaign, expansion: Expansion, out: _Collect
                     known = sorted({k for c in configs for k in c.params})
                     listing = ", ".join(known) or "none"
                     hint = did_you_mean(param, known)
-                    out.error(path, f"'{param}' is not a param of '{name}' (params: {listing}){hint}")
+                    out.error(
+                        path, f"'{param}' is not a param of '{name}' (params: {listing}){hint}"
+                    )
                 elif lacking:
                     out.error(
                         path,

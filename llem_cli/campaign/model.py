@@ -116,6 +116,11 @@ class MetricFormula(_Strict):
     number was made. The record says the value was computed (``measurement.computed``).
     """
 
+    # the schema says what _has_a_product checks: a formula has something to multiply
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["multiply"]}, {"required": ["params"]}]}
+    )
+
     multiply: list[ResultPath] = Field(
         default_factory=list, description="paths into result.json whose values are multiplied"
     )
@@ -261,7 +266,8 @@ class Results(_Strict):
     dir: str = "results"
     per: list[Annotated[str, Field(pattern=IDENT_PATTERN)]] = Field(
         default_factory=list,
-        description="count metrics (from result.json) to report energy per, e.g. [tokens]",
+        description="count metrics (from result.json) to report energy per, e.g. [tokens]; "
+        "default: output_tokens if reported, else tokens if reported",
     )
 
 

@@ -34,7 +34,7 @@ def _model_at(path: PathKey) -> type[BaseModel] | None:
         ("results",): m.Results,
     }
     if path[:1] == ("backends",):
-        by_depth = {2: m.Backend, 3: m.Metrics, 4: m.MetricFormula}
+        by_depth: dict[int, type[BaseModel]] = {2: m.Backend, 3: m.Metrics, 4: m.MetricFormula}
         if len(path) == 2 or (len(path) > 2 and path[2] == "metrics"):
             return by_depth.get(len(path))
     return table.get(path)

@@ -22,6 +22,8 @@ from llem_cli.campaign.model import MetricFormula
 
 Number = int | float
 
+TOO_LARGE = "the computed value is too large for a number"
+
 
 def parse_report(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """The report in a ``result.json``'s text: one JSON object, or the last JSON-lines object.
@@ -65,7 +67,7 @@ def lookup(report: Any, path: str) -> tuple[Any, str | None]:
                 return None, f"{path} is not in result.json ({where} has no key '{part}')"
             node = node[part]
         elif isinstance(node, list):
-            if not part.isdigit():
+            if not (part.isascii() and part.isdigit()):
                 return None, f"{path} is not in result.json ({where} is a list: index it by number)"
             index = int(part)
             if index >= len(node):
@@ -133,6 +135,8 @@ def normalize(
     """
     out = Normalized()
     for name, source in mapping.items():
+        value: Number | None
+        why: str | None
         if report is None:
             value, why = None, no_report
         elif isinstance(source, MetricFormula):
@@ -174,7 +178,11 @@ def evaluate(
         return None, why
     if divisor == 0:
         return None, f"result.json's {formula.divide_by} is 0: cannot divide by it"
-    return _finite(product / divisor)
+    try:
+        quotient = product / divisor
+    except OverflowError:  # an int too large for a float
+        return None, TOO_LARGE
+    return _finite(quotient)
 
 
 def _path_number(report: Mapping[str, Any], path: str) -> tuple[Number | None, str | None]:
@@ -189,7 +197,7 @@ def _finite(value: Number) -> tuple[Number | None, str | None]:
     try:
         as_float = float(value)
     except OverflowError:
-        return None, "the computed value is too large for a number"
+        return None, TOO_LARGE
     if not math.isfinite(as_float):
         return None, "the computed value is not a finite number"
     return value, None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -44,17 +45,37 @@ COMPOSE_DIR = "compose"
 
 
 @dataclass(frozen=True)
+class MetricLine:
+    """Where one engine's ``result.json`` holds one of llem's normalized metrics.
+
+    ``source`` is written into the campaign as it stands: a dotted path, or a YAML flow
+    mapping for a value computed from the report and the params (``{multiply: [...],
+    params: [...], divide_by: ...}``). ``comment`` names the engine's key and, for a computed
+    value, why it is computed; it is written above the line, so a campaign says where every
+    number comes from.
+    """
+
+    name: str
+    source: str
+    comment: str
+
+
+@dataclass(frozen=True)
 class BackendTemplate:
-    """One engine: its benchmark argv for a campaign, and the comment that explains it.
+    """One engine: its benchmark argv for a campaign, the comment that explains it, and where
+    its report holds llem's normalized metrics.
 
     The compose service is the package file ``compose/<name>.yml``; the scripts it needs are
-    read off the argv (``/llem/scripts/<script>``), so they cannot disagree.
+    read off the argv (``/llem/scripts/<script>``), so they cannot disagree. ``metrics_note``
+    says which normalized names the engine's report cannot give, and why.
     """
 
     name: str
     title: str
     command: tuple[str, ...]
     command_comment: str = ""
+    metrics: tuple[MetricLine, ...] = ()
+    metrics_note: str = ""
 
     @property
     def scripts(self) -> tuple[str, ...]:
@@ -85,6 +106,13 @@ BACKENDS: dict[str, BackendTemplate] = {
             "{experiment_dir}/result.json",
         ),  # fmt: skip
         command_comment="the shipped transformers script (scripts/llem_generate_bench.py)",
+        metrics=(
+            MetricLine("output_tokens", "tokens", "`tokens`: generated in the timed batches"),
+            MetricLine("input_tokens", "prompt_tokens", "`prompt_tokens`: num_prompts x input_len"),
+            MetricLine("output_tokens_per_s", "tokens_per_s", "`tokens_per_s`: tokens / timed s"),
+            MetricLine("requests_per_s", "requests_per_s", "`requests_per_s`: prompts / timed s"),
+        ),
+        metrics_note="ttft_ms, itl_ms: not measured (generate() returns whole sequences)",
     ),
     "vllm": BackendTemplate(
         name="vllm",
@@ -108,6 +136,24 @@ BACKENDS: dict[str, BackendTemplate] = {
             "{experiment_dir}/result.json",
         ),  # fmt: skip
         command_comment="vLLM's offline throughput benchmark; batch size caps running sequences",
+        metrics=(
+            MetricLine(
+                "output_tokens",
+                "{multiply: [num_requests], params: [output_len]}",
+                "computed: --output-json has no output count, and every request generates "
+                "exactly output_len tokens (ignore_eos)",
+            ),
+            MetricLine(
+                "output_tokens_per_s",
+                "{multiply: [num_requests], params: [output_len], divide_by: elapsed_time}",
+                "computed, / `elapsed_time`: its `tokens_per_second` counts prompt + output",
+            ),
+            MetricLine(
+                "requests_per_s", "requests_per_second", "`requests_per_second`: requests / s"
+            ),
+        ),
+        metrics_note="input_tokens: not mapped (`total_num_tokens` is prompt + output); "
+        "ttft_ms, itl_ms: not reported offline",
     ),
     "tensorrt": BackendTemplate(
         name="tensorrt",
@@ -139,11 +185,42 @@ BACKENDS: dict[str, BackendTemplate] = {
             "{experiment_dir}/result.json",
         ),  # fmt: skip
         command_comment="the shipped script writes trtllm-bench's dataset, then execs the rest",
+        metrics=(
+            MetricLine(
+                "output_tokens",
+                "{multiply: [request_info.num_requests, request_info.avg_output_length]}",
+                "computed: the report gives requests and their mean output length",
+            ),
+            MetricLine(
+                "input_tokens",
+                "{multiply: [request_info.num_requests, request_info.avg_input_length]}",
+                "computed: requests x their mean prompt length",
+            ),
+            MetricLine(
+                "output_tokens_per_s",
+                "performance.system_output_throughput_tok_s",
+                "`system_output_throughput_tok_s`: output tokens / total latency",
+            ),
+            MetricLine(
+                "requests_per_s",
+                "performance.request_throughput_req_s",
+                "`request_throughput_req_s`: requests / total latency",
+            ),
+        ),
+        metrics_note="keys of trtllm-bench's --report_json as in TensorRT-LLM's "
+        "bench/dataclasses/reporting.py (main, not yet seen from a 1.0.0 run); ttft_ms, "
+        "itl_ms: only with --streaming",
     ),
     "sglang": BackendTemplate(
         name="sglang",
         title="SGLang",
         command=(
+            "python3",
+            f"{SCRIPTS_MOUNT}/llem_sglang_dataset.py",
+            *_WORKLOAD,
+            "--out",
+            "{experiment_dir}/prompts.json",
+            "--",
             "python3",
             "-m",
             "sglang.bench_offline_throughput",
@@ -151,6 +228,8 @@ BACKENDS: dict[str, BackendTemplate] = {
             "{model}",
             "--dataset-name",
             "random",
+            "--dataset-path",
+            "{experiment_dir}/prompts.json",
             *_WORKLOAD,
             "--random-input-len",
             "{input_len}",
@@ -164,6 +243,24 @@ BACKENDS: dict[str, BackendTemplate] = {
             "{experiment_dir}/result.json",
         ),  # fmt: skip
         command_comment="SGLang's offline throughput benchmark; batch size caps running requests",
+        metrics=(
+            MetricLine(
+                "output_tokens",
+                "total_output_tokens",
+                "`total_output_tokens`: completion tokens, summed over the requests",
+            ),
+            MetricLine("input_tokens", "total_input_tokens", "`total_input_tokens`: prompt tokens"),
+            MetricLine(
+                "output_tokens_per_s",
+                "output_throughput",
+                "`output_throughput`: total_output_tokens / total_latency",
+            ),
+            MetricLine(
+                "requests_per_s", "request_throughput", "`request_throughput`: requests / s"
+            ),
+        ),
+        metrics_note="one JSON line per run, the last counts; ttft_ms, itl_ms: not reported "
+        "offline",
     ),
 }
 
@@ -285,8 +382,31 @@ def campaign_name(stem: str) -> str:
     return name[:63] or "campaign"
 
 
+METRICS_HEADER = "metrics:  # llem's names <- this engine's result.json, to compare engines"
+"""The line that opens a backend's ``metrics:`` (the campaigns in ``campaigns/`` use it too)."""
+
+
+def metrics_block(backend: str, indent: int) -> str:
+    """A backend's ``metrics:`` entry, each mapping under the comment naming the engine's key,
+    the note on what the engine does not report last; ``indent`` spaces before ``metrics:``."""
+    template = BACKENDS[backend]
+    pad, inner = " " * indent, " " * (indent + 2)
+    lines = [pad + METRICS_HEADER]
+    for metric in template.metrics:
+        lines += _comment_lines(metric.comment, inner)
+        lines.append(f"{inner}{metric.name}: {metric.source}")
+    lines += _comment_lines(template.metrics_note, inner)
+    return "\n".join(lines)
+
+
+def _comment_lines(text: str, pad: str, width: int = 96) -> list[str]:
+    """``text`` as YAML comment lines of at most ``width`` characters (none for no text)."""
+    return textwrap.wrap(text, width, initial_indent=f"{pad}# ", subsequent_indent=f"{pad}# ")
+
+
 def _backend_block(backend: str) -> str:
-    """One backend's entry under ``backends:``: its command, pinned to GPU 0 (edit to taste)."""
+    """One backend's entry under ``backends:``: its command, pinned to GPU 0 (edit to taste),
+    and its metrics."""
     template = BACKENDS[backend]
     prefix = "    command: "
     return (
@@ -294,7 +414,8 @@ def _backend_block(backend: str) -> str:
         f"    # {template.command_comment}\n"
         f"{prefix}{flow_list(template.command, len(prefix))}\n"
         "    gpus: [0]                         # host GPUs llem measures (NVML)\n"
-        '    env: {CUDA_VISIBLE_DEVICES: "0"}   # ... and the GPU the engine uses'
+        '    env: {CUDA_VISIBLE_DEVICES: "0"}   # ... and the GPU the engine uses\n'
+        f"{metrics_block(backend, 4)}"
     )
 
 

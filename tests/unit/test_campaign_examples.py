@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from llem_cli.campaign.load import check_file, load_campaign
+from llem_cli.campaign.model import Metrics
 from llem_cli.templates import BACKENDS, flow_list
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +55,18 @@ def test_example_commands_are_the_init_templates(path: Path) -> None:
             f"{path.name}: {name}'s command is not the template's; it should read\n"
             f"    command: {flow_list(wanted, len('    command: '))}"
         )
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_metrics_are_the_init_templates(path: Path) -> None:
+    """Each engine's normalized metrics are mapped once (llem_cli/templates): the examples too."""
+    campaign = load_campaign(path).campaign
+    for name, backend in campaign.backends.items():
+        wanted = Metrics.model_validate(
+            {m.name: yaml.safe_load(m.source) for m in BACKENDS[name].metrics}
+        )
+        assert backend.metrics == wanted, f"{path.name}: {name}'s metrics are not the template's"
+        assert {"output_tokens", "output_tokens_per_s"} <= set(backend.metrics.mapped()), name
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

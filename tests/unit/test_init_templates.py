@@ -163,9 +163,9 @@ def test_the_unasked_compose_file_is_not_overwritten_without_force(tmp_path: Pat
 
 
 def test_quiet_keeps_the_written_lines(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["-q", "init", "-b", "sglang", str(tmp_path / "c.yaml")])
+    result = CliRunner().invoke(cli, ["-q", "init", "-b", "vllm", str(tmp_path / "c.yaml")])
     assert result.exit_code == 0, result.output
-    assert len(result.stdout.splitlines()) == 2 and result.stderr == ""
+    assert len(result.stdout.splitlines()) == 2 and result.stderr == ""  # campaign + compose
 
 
 def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:

@@ -23,8 +23,14 @@ backends:
     command: [lem-bench, --model, "{model}", --batch-size, "{batch_size}"]
     gpus: [0]
     env: {HF_HUB_OFFLINE: "1"}
+    metrics:
+      output_tokens: num_output_tokens
+      output_tokens_per_s: performance.output_throughput
   vllm:
     command: [vllm-bench, "{model}"]
+    metrics:
+      output_tokens: {multiply: [num_requests], params: [batch_size]}
+      requests_per_s: {params: [batch_size], divide_by: results.0.elapsed_s}
 grid:
   backend: [pytorch, vllm]
   model: [meta-llama/Llama-3.2-1B]
@@ -89,8 +95,47 @@ def test_schema_is_json_with_the_top_level_fields(schema: dict[str, Any]) -> Non
 
 
 def test_unknown_keys_are_refused_at_every_level(schema: dict[str, Any]) -> None:
-    for name in ("Backend", "Execution", "Health", "Thermal"):
+    for name in ("Backend", "Execution", "Health", "Thermal", "Metrics", "MetricFormula"):
         assert schema["$defs"][name]["additionalProperties"] is False, name
+
+
+def test_metrics_publish_exactly_the_normalized_names(schema: dict[str, Any]) -> None:
+    from llem_cli.campaign.model import METRIC_NAMES
+
+    backend = schema["$defs"]["Backend"]["properties"]
+    assert resolve(schema, backend["metrics"]) == schema["$defs"]["Metrics"]
+    assert tuple(schema["$defs"]["Metrics"]["properties"]) == METRIC_NAMES
+    formula = schema["$defs"]["MetricFormula"]["properties"]
+    assert set(formula) == {"multiply", "params", "divide_by"}
+
+
+@pytest.mark.parametrize(
+    ("source", "ok"),
+    [
+        ("performance.output_throughput", True),
+        ("results.0.tokens", True),
+        ({"params": ["batch_size"]}, True),
+        ({"multiply": ["a.b"], "divide_by": "t"}, True),
+        ("", False),
+        ("a..b", False),
+        ("has blank", False),
+        (5, False),
+        ({}, False),
+        ({"divide_by": "t"}, False),
+        ({"param": ["x"]}, False),
+    ],
+)
+def test_jsonschema_metric_sources_agree_with_validate(
+    schema: dict[str, Any], source: object, ok: bool
+) -> None:
+    import jsonschema  # a dev dependency (setup.cfg): never skipped
+
+    data = yaml.safe_load(DESIGN_EXAMPLE)
+    data["backends"]["vllm"]["metrics"] = {"ttft_ms": source}
+    assert _validate_accepts(data) is ok
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    assert (not errors) is ok, [e.message for e in errors]
+    assert (check(schema, schema, data, "$") == []) is ok
 
 
 def test_backend_requires_command(schema: dict[str, Any]) -> None:
@@ -136,9 +181,14 @@ def check(schema: dict[str, Any], node: dict[str, Any], value: Any, where: str) 
     """A hand check of the subset of JSON Schema the campaign schema uses."""
     node = resolve(schema, node)
     problems: list[str] = []
-    if "anyOf" in node:
+    if "anyOf" in node and "type" not in node:
         if not any(not check(schema, branch, value, where) for branch in node["anyOf"]):
             problems.append(f"{where}: matches no branch")
+        return problems
+    if "oneOf" in node:
+        matches = sum(not check(schema, branch, value, where) for branch in node["oneOf"])
+        if matches != 1:
+            problems.append(f"{where}: matches {matches} branches, not one")
         return problems
     kind = node.get("type")
     types = {
@@ -165,6 +215,9 @@ def check(schema: dict[str, Any], node: dict[str, Any], value: Any, where: str) 
         for index, item in enumerate(value):
             problems += check(schema, node.get("items", {}), item, f"{where}[{index}]")
     if kind == "object":
+        alternatives = node.get("anyOf", [])  # required-key alternatives beside the type
+        if alternatives and not any(all(k in value for k in a["required"]) for a in alternatives):
+            problems.append(f"{where}: needs one of {[a['required'] for a in alternatives]}")
         for name in node.get("required", []):
             if name not in value:
                 problems.append(f"{where}.{name}: required")
@@ -202,6 +255,18 @@ def test_design_example_validates_against_the_schema(schema: dict[str, Any]) -> 
         (lambda d: d["health"].update(max_memory_used_pct=150), "max_memory_used_pct: maximum"),
         (lambda d: d["backends"]["pytorch"].pop("command"), "pytorch.command: required"),
         (lambda d: d["execution"].update(timeout="5x"), "$.execution.timeout: matches no branch"),
+        (
+            lambda d: d["backends"]["vllm"]["metrics"].update(tokens="x"),
+            "$.backends.vllm.metrics.tokens: not allowed",
+        ),
+        (
+            lambda d: d["backends"]["vllm"]["metrics"].update(ttft_ms="a..b"),
+            "metrics.ttft_ms: matches no branch",
+        ),
+        (
+            lambda d: d["backends"]["vllm"]["metrics"].update(itl_ms={"divide_by": "t"}),
+            "metrics.itl_ms: matches no branch",
+        ),
     ],
 )
 def test_the_hand_check_catches_mistakes(schema: dict[str, Any], edit: Any, problem: str) -> None:

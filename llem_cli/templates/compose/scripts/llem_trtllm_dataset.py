@@ -1,18 +1,23 @@
 """Write a synthetic dataset for ``trtllm-bench throughput``, then exec the benchmark.
 
 ``trtllm-bench throughput`` needs ``--dataset FILE`` (JSON lines of ``task_id``, ``input_ids``
-and ``output_tokens``), while vLLM's and SGLang's benchmarks make random prompts themselves.
-This script fills that gap with the same workload shape (``--num-prompts`` prompts of
-``--input-len`` random token ids, ``--output-len`` new tokens each), and then, if a command
-follows ``--``, replaces itself with that command. So a campaign's one argv both prepares the
-data and runs ``trtllm-bench``, with no shell string, and ``llem plan``/``--dry-run`` still show
-the real ``trtllm-bench`` command line.
+and ``output_tokens``), while vLLM's benchmark makes random prompts itself (SGLang's reads a
+file too: ``llem_sglang_dataset.py``). This script fills that gap with the same workload shape
+(``--num-prompts`` prompts of ``--input-len`` random token ids, ``--output-len`` new tokens
+each), and then, if a command follows ``--``, replaces itself with that command. So a
+campaign's one argv both prepares the data and runs ``trtllm-bench``, with no shell string, and
+``llem plan``/``--dry-run`` still show the real ``trtllm-bench`` command line.
 
-The vocabulary size comes from ``--vocab-size`` or the model's config (transformers, present in
-the TensorRT-LLM image); ids are drawn below it, so no tokenizer round trip can change the
-prompt length. This file ships in the llem package (``llem_cli/templates/compose/scripts``;
-the repository's ``compose/scripts`` links to that folder, and ``llem init`` writes a copy beside
-a campaign). It runs on the container's Python, 3.8 or newer, and needs nothing from llem.
+The vocabulary size comes from ``--vocab-size``, else the model's ``config.json`` where it already
+is on disk (a local model folder, or the Hugging Face cache a previous experiment filled), else
+transformers (present in the TensorRT-LLM image), which fetches that one small file; ids are drawn
+below it, so no tokenizer round trip can change the prompt length. Reading the cached file
+directly keeps every experiment after a model's first off the network: transformers would ask the
+hub whether the file changed, each time.
+
+This file ships in the llem package (``llem_cli/templates/compose/scripts``; the repository's
+``compose/scripts`` links to that folder, and ``llem init`` writes a copy beside a campaign).
+It runs on the container's Python, 3.8 or newer, and needs nothing from llem.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import json
 import os
 import random
 import sys
-from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: collections.abc generics are not subscriptable on 3.8
+    from collections.abc import Iterator, Sequence
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -64,12 +72,61 @@ def dataset_lines(
 
 
 def vocab_size_of(model: str) -> int:
-    """The model's vocabulary size from its config (downloads only config.json)."""
+    """The model's vocabulary size: from a config.json on disk, else through transformers."""
+    local = local_config(model)
+    if local is not None:
+        size = _vocab_size(local)
+        if size is not None:
+            return size
     from transformers import AutoConfig  # present in the TensorRT-LLM image, not needed in tests
 
-    config = AutoConfig.from_pretrained(model)
+    config = AutoConfig.from_pretrained(model)  # downloads config.json if not cached
     text_config = getattr(config, "text_config", None) or config
     return int(text_config.vocab_size)
+
+
+def local_config(model: str) -> dict[str, Any] | None:
+    """The model's config.json from a local folder or the Hugging Face cache, or None.
+
+    The cache layout is huggingface_hub's: ``<cache>/models--ORG--NAME/refs/main`` names the
+    snapshot folder holding the files of the main revision.
+    """
+    candidates = [os.path.join(model, "config.json")]
+    repo = os.path.join(hub_cache(), "models--" + model.replace("/", "--"))
+    try:
+        with open(os.path.join(repo, "refs", "main"), encoding="utf-8") as handle:
+            revision = handle.read().strip()
+        candidates.append(os.path.join(repo, "snapshots", revision, "config.json"))
+    except OSError:
+        pass
+    for path in candidates:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def hub_cache() -> str:
+    """Where huggingface_hub keeps downloads, by its own rules (HF_HUB_CACHE, HF_HOME, ...)."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return os.environ[name]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(xdg, "huggingface", "hub")
+
+
+def _vocab_size(config: dict[str, Any]) -> int | None:
+    """``vocab_size`` of a config (of its ``text_config`` for multimodal models), or None."""
+    text_config = config.get("text_config")
+    source = text_config if isinstance(text_config, dict) else config
+    value = source.get("vocab_size")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def write_dataset(path: str, lines: Iterator[str]) -> None:
