@@ -870,7 +870,8 @@ def check_sglang_data(
         values = class_defaults(offline, OFFLINE, "BenchArgs") | parsed_values(engine_argv)
         args = SimpleNamespace(**values)
         try:
-            outcome = _sample_like_sglang(serving, offline, args, workload)
+            skipped = "--skip-warmup" in engine_argv
+            outcome = _sample_like_sglang(serving, offline, args, workload, skipped)
         except DownloadAttempted as exc:
             report.failed += 1
             report.add("sglang", name, "FAILED", f"the pinned sampler tried a download ({exc})")
@@ -884,9 +885,17 @@ def check_sglang_data(
 
 
 def _sample_like_sglang(
-    serving: str, offline: str, args: SimpleNamespace, workload: Workload
+    serving: str,
+    offline: str,
+    args: SimpleNamespace,
+    workload: Workload,
+    warmup_skipped: bool = False,
 ) -> str:
-    """Measured requests through ``get_dataset``, warm-up through ``throughput_test``'s calls."""
+    """Measured requests through ``get_dataset``, warm-up through ``throughput_test``'s calls.
+
+    The warm-up's prompts are drawn even with ``--skip-warmup`` (only running them is
+    skipped), so they are sampled either way; the line says whether they run.
+    """
     download_calls: list[str] = []
 
     def download_and_cache_file(url: str, filename: str | None = None) -> str:
@@ -919,6 +928,7 @@ def _sample_like_sglang(
         shown.append(
             f"warm-up ({OFFLINE}:{line}) {len(requests)} of "
             + ", ".join(f"{i} -> {o}" for i, o in lens)
+            + (" (sampled, not run: --skip-warmup)" if warmup_skipped else "")
         )
     line = lifted["sample_random_requests"].lineno
     return "; ".join(shown) + f"; no download ({BENCH_SERVING}:{line} sample_random_requests)"

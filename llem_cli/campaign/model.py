@@ -216,6 +216,12 @@ class Backend(_Strict):
     keepalive: bool = Field(
         default=True, description="replace the service command with sleep infinity"
     )
+    loads_model: bool = Field(
+        default=True,
+        description="the command loads the model itself, so each energy window includes "
+        "loading it (recorded as measurement.includes_model_load); false for a client of a "
+        "server that is already loaded",
+    )
     metrics: Metrics = Field(
         default_factory=Metrics,
         description="normalized metric name -> dotted path into result.json, or a formula",

@@ -259,7 +259,7 @@ class CampaignLoop:
                 attempt += 1
                 after_restart = True
                 continue
-            measured = record_fields(measurement, thermal)
+            measured = record_fields(measurement, thermal, includes_model_load=backend.loads_model)
             if outcome.status == "timeout" and measurement is not None:
                 measured = without_window_figures(
                     measured,

@@ -169,8 +169,18 @@ class HostTelemetry:
             self._monitor = None
 
 
-def record_fields(measurement: Measurement | None, thermal: ThermalWait | None) -> dict[str, Any]:
-    """The record's energy fields and its ``measurement`` detail (nulls stay nulls)."""
+def record_fields(
+    measurement: Measurement | None,
+    thermal: ThermalWait | None,
+    *,
+    includes_model_load: bool | None = None,
+) -> dict[str, Any]:
+    """The record's energy fields and its ``measurement`` detail (nulls stay nulls).
+
+    ``includes_model_load`` (the backend's ``loads_model``) says what the window holds: with
+    true, loading the model is part of ``energy_j``. It is written whether or not the host
+    measured anything, since it describes the experiment's exec, not the measurement.
+    """
     detail: dict[str, Any] = {}
     fields: dict[str, Any] = {}
     if measurement is not None:
@@ -192,6 +202,8 @@ def record_fields(measurement: Measurement | None, thermal: ThermalWait | None) 
             "reasons": dict(measurement.reasons),
             "clock_events": list(measurement.clock_events),
         }
+    if includes_model_load is not None:
+        detail["includes_model_load"] = includes_model_load
     if thermal is not None:
         detail.setdefault("flags", [])
         detail["flags"] = [*detail["flags"], *thermal.flags]

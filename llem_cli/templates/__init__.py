@@ -102,10 +102,14 @@ BACKENDS: dict[str, BackendTemplate] = {
             "{input_len}",
             "--output-len",
             "{output_len}",
+            "--warmup",
+            "0",
             "--out",
             "{experiment_dir}/result.json",
         ),  # fmt: skip
-        command_comment="the shipped transformers script (scripts/llem_generate_bench.py)",
+        command_comment="the shipped transformers script (scripts/llem_generate_bench.py); "
+        "--warmup 0: no warm-up batch in the measured exec (its default is 1); it writes "
+        "llem_phases (load, warmup, generate) into result.json",
         metrics=(
             MetricLine("output_tokens", "tokens", "`tokens`: generated in the timed batches"),
             MetricLine("input_tokens", "prompt_tokens", "`prompt_tokens`: num_prompts x input_len"),
@@ -135,7 +139,9 @@ BACKENDS: dict[str, BackendTemplate] = {
             "--output-json",
             "{experiment_dir}/result.json",
         ),  # fmt: skip
-        command_comment="vLLM's offline throughput benchmark; batch size caps running sequences",
+        command_comment="vLLM's offline throughput benchmark; batch size caps running sequences; "
+        "no warm-up requests (vllm bench throughput has none; the engine's own compile and "
+        "CUDA graph capture run while it loads the model)",
         metrics=(
             MetricLine(
                 "output_tokens",
@@ -181,10 +187,13 @@ BACKENDS: dict[str, BackendTemplate] = {
             "{experiment_dir}/dataset.jsonl",
             "--max_batch_size",
             "{batch_size}",
+            "--warmup",
+            "0",
             "--report_json",
             "{experiment_dir}/result.json",
         ),  # fmt: skip
-        command_comment="the shipped script writes trtllm-bench's dataset, then execs the rest",
+        command_comment="the shipped script writes trtllm-bench's dataset, then execs the rest; "
+        "--warmup 0: no warm-up requests in the measured exec (its default is 2)",
         metrics=(
             MetricLine(
                 "output_tokens",
@@ -239,10 +248,13 @@ BACKENDS: dict[str, BackendTemplate] = {
             "1.0",
             "--max-running-requests",
             "{batch_size}",
+            "--skip-warmup",
             "--result-filename",
             "{experiment_dir}/result.json",
         ),  # fmt: skip
-        command_comment="SGLang's offline throughput benchmark; batch size caps running requests",
+        command_comment="SGLang's offline throughput benchmark; batch size caps running "
+        "requests; --skip-warmup: no warm-up requests in the measured exec (its default runs up "
+        "to 16 of 256 -> 16 tokens)",
         metrics=(
             MetricLine(
                 "output_tokens",
@@ -411,8 +423,8 @@ def _backend_block(backend: str) -> str:
     prefix = "    command: "
     return (
         f"  {backend}:\n"
-        f"    # {template.command_comment}\n"
-        f"{prefix}{flow_list(template.command, len(prefix))}\n"
+        + "".join(f"{line}\n" for line in _comment_lines(template.command_comment, "    "))
+        + f"{prefix}{flow_list(template.command, len(prefix))}\n"
         "    gpus: [0]                         # host GPUs llem measures (NVML)\n"
         '    env: {CUDA_VISIBLE_DEVICES: "0"}   # ... and the GPU the engine uses\n'
         f"{metrics_block(backend, 4)}"

@@ -387,6 +387,7 @@ def test_shipped_sglang_command_samples_from_its_own_file(tmp_path: Path) -> Non
     (line,) = report.lines
     assert "20 requests of 32 -> 8 tokens" in line
     assert "warm-up (sglang/bench_offline_throughput.py:13) 16 of 256 -> 16" in line
+    assert "(sampled, not run: --skip-warmup)" in line  # the shipped command skips it
     assert "no download" in line
 
 

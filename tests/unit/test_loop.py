@@ -279,6 +279,29 @@ def test_a_window_never_spans_a_restart(tmp_path: Path) -> None:
     assert "execution.timeout" in record["measurement"]["reasons"]["energy_j"]
 
 
+def test_every_executed_record_says_whether_its_window_includes_model_load(
+    tmp_path: Path,
+) -> None:
+    """An offline command loads its model inside the measured exec (the default); a backend
+    marked ``loads_model: false`` (a client of a loaded server) does not, whatever the outcome."""
+    body = TWO_BACKENDS.replace(
+        '  b: {command: [run, "{x}"]}', '  b: {command: [run, "{x}"], loads_model: false}'
+    )
+    h0 = make_loop(tmp_path, body)
+    a1, b1 = key_of(h0, "a", 1), key_of(h0, "b", 1)
+    h = make_loop(tmp_path, body.replace("retries: 1", "retries: 0"),
+                  outcomes={a1: ["failed"], b1: ["timeout"]})  # fmt: skip
+    h.loop.run_all()
+    records = h.records()
+    assert {k: r["status"] for k, r in records.items() if k in (a1, b1)} == {
+        a1: "failed",
+        b1: "timeout",
+    }
+    loads = {k: r["measurement"]["includes_model_load"] for k, r in records.items()}
+    assert loads == {k: r["backend"] == "a" for k, r in records.items()}
+    assert len(records) == 4
+
+
 def test_timeout_of_a_backends_last_experiment_removes_its_container_at_once(
     tmp_path: Path,
 ) -> None:

@@ -109,6 +109,14 @@ def test_metrics_publish_exactly_the_normalized_names(schema: dict[str, Any]) ->
     assert set(formula) == {"multiply", "params", "divide_by"}
 
 
+def test_backend_publishes_loads_model_with_its_meaning(schema: dict[str, Any]) -> None:
+    """A backend's window includes model load unless it says otherwise (a serving client)."""
+    prop = schema["$defs"]["Backend"]["properties"]["loads_model"]
+    assert prop["type"] == "boolean" and prop["default"] is True
+    assert "measurement.includes_model_load" in prop["description"]
+    assert "loads_model" not in schema["$defs"]["Backend"].get("required", [])
+
+
 @pytest.mark.parametrize(
     ("source", "ok"),
     [

@@ -18,8 +18,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import yaml
@@ -216,6 +218,58 @@ def test_bench_main_writes_the_json_report(
     assert [p.name for p in out.parent.iterdir()] == ["result.json"]  # no temporary left
 
 
+#: runs the script's main() with a stand-in model: loading takes 50 ms, each batch 10 ms
+STAND_IN_MAIN = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("bench", sys.argv[1])
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+def load_generator(args):
+    time.sleep(0.05)
+    def generate(size):
+        time.sleep(0.01)
+        return size * args.output_len
+    return generate, {"device_name": "stand-in"}
+bench.load_generator = load_generator
+sys.exit(bench.main(sys.argv[2:]))
+"""
+
+
+def check_phases(report: dict[str, Any], began: float, ended: float) -> None:
+    """``llem_phases``: load, warmup, generate in that order, each [start, end] in Unix
+    seconds, not overlapping, all within the script's run."""
+    phases = report["llem_phases"]  # the report's keys are sorted: order by name here
+    assert set(phases) == {"load", "warmup", "generate"}
+    edges = [t for name in ("load", "warmup", "generate") for t in phases[name]]
+    assert all(isinstance(t, float) for t in edges)
+    assert began <= edges[0] and edges[-1] <= ended
+    assert edges == sorted(edges)  # each starts after the previous one ended
+    (load0, load1), (gen0, gen1) = phases["load"], phases["generate"]
+    assert load1 - load0 >= 0.05  # the stand-in's load is in `load`, not in `generate`
+    assert gen1 - gen0 >= report["elapsed_s"] * 0.99  # the timed batches lie inside `generate`
+
+
+@pytest.mark.parametrize("warmup", ["0", "2"])
+def test_bench_report_marks_its_phases(tmp_path: Path, warmup: str) -> None:
+    out = tmp_path / "result.json"
+    began = time.time()
+    done = subprocess.run(
+        [sys.executable, "-c", STAND_IN_MAIN, str(SCRIPTS / "llem_generate_bench.py"),
+         "--model", "fake", "--num-prompts", "4", "--batch-size", "2", "--warmup", warmup,
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    ended = time.time()
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    check_phases(report, began, ended)
+    warm0, warm1 = report["llem_phases"]["warmup"]
+    if warmup == "0":
+        assert warm0 <= warm1 < warm0 + 0.005  # no warm-up batch: an empty interval
+    else:
+        assert warm1 - warm0 >= 0.02  # two 10 ms batches
+
+
 def test_bench_runs_without_torch_until_a_model_loads(tmp_path: Path) -> None:
     """`--help` works on a Python without torch: nothing heavy is imported at the top."""
     done = subprocess.run(
@@ -304,6 +358,18 @@ def test_script_runs_on_python_3_8(name: str, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    if name == "llem_generate_bench.py":  # the report path, llem_phases included
+        out = tmp_path / "result.json"
+        began = time.time()
+        done = subprocess.run(
+            [python, "-c", STAND_IN_MAIN, str(SCRIPTS / name), "--model", "fake",
+             "--num-prompts", "3", "--batch-size", "2", "--out", str(out)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        report = json.loads(out.read_text())
+        check_phases(report, began, time.time())
+        assert report["python_version"].startswith("3.8.")
     if name == "llem_trtllm_dataset.py":
         data = tmp_path / "dataset.jsonl"
         done = subprocess.run(

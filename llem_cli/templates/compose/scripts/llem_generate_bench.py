@@ -10,6 +10,13 @@ The same workload shape as the engines' own offline benchmarks (``vllm bench thr
 directly. Exact token counts (``min_new_tokens == max_new_tokens``, greedy) keep ``tokens`` a
 count of work done, not of when the model happened to stop.
 
+Its report carries ``llem_phases``: ``{"load": [start, end], "warmup": [start, end],
+"generate": [start, end]}`` in Unix seconds (``time.time()``; containers share the host clock),
+so llem can tell the energy of loading the model (imports, weights, moving them to the GPU) from
+that of the timed batches. ``warmup`` is an empty interval (start == end) with ``--warmup 0``,
+which llem's shipped commands pass: no engine warms up inside a measured exec (docs/engines.md,
+"Warm-up").
+
 torch and transformers are imported only when a real model is loaded, so the argument parsing,
 the timing loop and the report can be tested anywhere with a fake generator. This file ships
 in the llem package (``llem_cli/templates/compose/scripts``; the repository's ``compose/scripts``
@@ -50,7 +57,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-prompts", type=_positive, default=64)
     parser.add_argument("--input-len", type=_positive, default=128, help="prompt tokens")
     parser.add_argument("--output-len", type=_positive, default=128, help="new tokens per prompt")
-    parser.add_argument("--warmup", type=_non_negative, default=1, help="untimed batches first")
+    parser.add_argument(
+        "--warmup",
+        type=_non_negative,
+        default=1,
+        help="untimed batches first (llem's shipped commands pass 0)",
+    )
     parser.add_argument(
         "--dtype", default="bfloat16", choices=["auto", "float16", "bfloat16", "float32"]
     )
@@ -84,18 +96,27 @@ def run_benchmark(
     generate: GenerateFn,
     args: argparse.Namespace,
     clock: Callable[[], float] = time.perf_counter,
+    wall: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
-    """Warm up, then time every batch; the report's numbers come only from timed batches."""
+    """Warm up, then time every batch; the report's numbers come only from timed batches.
+
+    ``clock`` times the batches; ``wall`` (Unix seconds) marks the phases in ``llem_phases``
+    (``warmup``, ``generate``; :func:`main` adds ``load``).
+    """
+    warmup_start = wall()
     for _ in range(args.warmup):
         generate(args.batch_size)
+    warmup_end = wall()
     latencies: list[float] = []
     tokens = 0
+    generate_start = wall()
     started = clock()
     for size in batch_sizes(args.num_prompts, args.batch_size):
         t0 = clock()
         tokens += generate(size)
         latencies.append(clock() - t0)
     elapsed = clock() - started
+    generate_end = wall()
     return {
         "model": args.model,
         "batch_size": args.batch_size,
@@ -112,6 +133,10 @@ def run_benchmark(
         "latency_p50_s": _percentile(latencies, 50),
         "latency_p90_s": _percentile(latencies, 90),
         "latency_max_s": max(latencies) if latencies else None,
+        "llem_phases": {
+            "warmup": [warmup_start, warmup_end],
+            "generate": [generate_start, generate_end],
+        },
     }
 
 
@@ -186,8 +211,11 @@ def load_generator(args: argparse.Namespace) -> tuple[GenerateFn, dict[str, Any]
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, load, run, report; exit 0 only when a report was written."""
     args = parse_args(argv)
+    load_start = time.time()
     generate, info = load_generator(args)
+    load_end = time.time()
     report = run_benchmark(generate, args)
+    report["llem_phases"] = {"load": [load_start, load_end], **report["llem_phases"]}
     report.update(info, python_version=platform.python_version())
     write_report(args.out, report)
     print(json.dumps({k: report[k] for k in ("tokens", "tokens_per_s", "latency_s")}))
