@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from llem_cli.campaign.model import default_project
+from llem_cli.campaign.names import default_project
 from llem_testkit import TEST_IMAGE
 
 LLEM = [sys.executable, "-m", "llem_cli"]

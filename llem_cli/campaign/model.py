@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from llem_cli.campaign.durations import parse_duration
+from llem_cli.campaign.names import METRIC_NAMES, default_project
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -80,16 +81,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-#: llem's normalized metric names (DESIGN.md, "Metrics across engines"), in the order tables
-#: and CSV columns show them: the only keys ``backends.<name>.metrics`` accepts
-METRIC_NAMES = (
-    "output_tokens",
-    "input_tokens",
-    "output_tokens_per_s",
-    "requests_per_s",
-    "ttft_ms",
-    "itl_ms",
-)
 
 #: a dotted path: segments of anything but dots and blanks, none empty
 RESULT_PATH_PATTERN = r"^[^.\s]+(\.[^.\s]+)*$"
@@ -281,11 +272,6 @@ ParamMap = dict[Annotated[str, Field(pattern=IDENT_PATTERN)], Scalar]
 AxisMap = dict[
     Annotated[str, Field(pattern=IDENT_PATTERN)], Annotated[list[Scalar], Field(min_length=1)]
 ]
-
-
-def default_project(name: str) -> str:
-    """The compose project of a campaign that names none: ``llem-<name>`` (the one spelling)."""
-    return f"llem-{name}"
 
 
 class Campaign(_Strict):

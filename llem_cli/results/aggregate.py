@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llem_cli.campaign.model import METRIC_NAMES
+from llem_cli.campaign.names import METRIC_NAMES
 from llem_cli.results.stats import Summary, finite_float, summarize
 from llem_cli.runs.record import Record, energy_per_name
 

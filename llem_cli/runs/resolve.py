@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from llem_cli.campaign.model import default_project
+from llem_cli.campaign.names import default_project
 from llem_cli.errors import UsageProblem
 from llem_cli.runs.journal_read import first_event
 from llem_cli.runs.layout import RunDir, create_run_dir, list_runs, run_id_sort_key

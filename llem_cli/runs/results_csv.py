@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llem_cli.atomic import atomic_write_text
-from llem_cli.campaign.model import METRIC_NAMES
+from llem_cli.campaign.names import METRIC_NAMES
 from llem_cli.runs.record import RECORD_FIELDS, Record, energy_per_name
 
 #: the columns after the record's fields: each normalized metric, then energy per output token
