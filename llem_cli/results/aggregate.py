@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llem_cli.campaign.names import METRIC_NAMES
-from llem_cli.results.stats import Summary, finite_float, summarize
-from llem_cli.runs.record import Record, energy_per_name
+from llem_cli.results.stats import Summary, summarize
+from llem_cli.runs.record import Record, energy_per, energy_per_name, finite_number
 
 QUANTITIES = ("duration_s", "energy_j", "net_energy_j", "avg_power_w", "max_temp_c")
 
@@ -87,20 +87,6 @@ def unknown_axes(records: Sequence[Record], axes: Sequence[str]) -> list[str]:
     return [axis for axis in axes if axis not in valid]
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, or None: not a number (a bool is not), NaN, infinite, or
-    an int too large for a float (one such record must not sink the whole report)."""
-    return None if isinstance(value, bool) else finite_float(value)
-
-
-def _ratio(numerator: Any, denominator: Any) -> float | None:
-    """``numerator / denominator`` as a finite float; None if either is no number, or 0."""
-    top, bottom = _number(numerator), _number(denominator)
-    if top is None or not bottom:
-        return None
-    return finite_float(top / bottom)
-
-
 #: the count metrics energy is divided by when neither ``--per`` nor ``results.per`` names one,
 #: the first that any ok record reports: llem's normalized ``output_tokens`` (mapped by the
 #: backend's ``metrics``), else ``tokens`` (what llem's transformers script writes itself)
@@ -115,7 +101,8 @@ def _count_metric(per: Sequence[str], records: Iterable[Record]) -> list[str]:
     reported: set[str] = set()
     for record in records:
         if record.status == "ok" and record.metrics:
-            reported.update(n for n in DEFAULT_PER if _number(record.metrics.get(n)) is not None)
+            metrics = record.metrics
+            reported.update(n for n in DEFAULT_PER if finite_number(metrics.get(n)) is not None)
     return [name for name in DEFAULT_PER if name in reported][:1]
 
 
@@ -125,7 +112,7 @@ def _metric_names(records: Iterable[Record]) -> list[str]:
     seen: list[str] = []
     for record in records:
         for name, value in (record.metrics or {}).items():
-            if name not in seen and _number(value) is not None:
+            if name not in seen and finite_number(value) is not None:
                 seen.append(name)
     normalized = [name for name in METRIC_NAMES if name in seen]
     return normalized + [name for name in seen if name not in normalized]
@@ -176,13 +163,13 @@ def aggregate(
         ok = [r for r in members if r.status == "ok"]
         values: dict[str, list[float | None]] = {}
         for name in QUANTITIES:
-            values[name] = [_number(getattr(r, name)) for r in ok]
+            values[name] = [finite_number(getattr(r, name)) for r in ok]
         for metric in per_metrics:
             values[energy_per_name(metric)] = [
-                _ratio(r.energy_j, (r.metrics or {}).get(metric)) for r in ok
+                energy_per(r, metric) for r in ok
             ]
         for name in _metric_names(ok):
-            values[f"metrics.{name}"] = [_number((r.metrics or {}).get(name)) for r in ok]
+            values[f"metrics.{name}"] = [finite_number((r.metrics or {}).get(name)) for r in ok]
         collected.append((GroupStats(group_label(members[0], axes), statuses), values))
     nonnegative = nonnegative_names(values for _, values in collected)
     for stats, values in collected:

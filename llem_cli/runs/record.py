@@ -146,6 +146,29 @@ def energy_per_name(metric: str) -> str:
     return _PER_TOKEN_NAMES.get(metric, f"energy_per_{metric}_j")
 
 
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float, or None: not a number (a bool is not), NaN, infinite, or
+    an int too large for a float (one such record must not sink a whole report)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def energy_per(record: Record, metric: str) -> float | None:
+    """``energy_j / metrics[metric]`` (energy per token, per request...), or None when either is
+    missing, no number, or the count is 0: the one definition the table, ``--stats`` and the
+    CSV columns share."""
+    energy = finite_number(record.energy_j)
+    count = finite_number((record.metrics or {}).get(metric))
+    if energy is None or not count:
+        return None
+    return finite_number(energy / count)
+
+
 def finite_only(value: Any) -> Any:
     """``value`` with NaN and infinities replaced by None: strict JSON has no NaN."""
     if isinstance(value, float):

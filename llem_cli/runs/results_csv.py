@@ -18,7 +18,7 @@ from typing import Any
 
 from llem_cli.atomic import atomic_write_text
 from llem_cli.campaign.names import METRIC_NAMES
-from llem_cli.runs.record import RECORD_FIELDS, Record, energy_per_name
+from llem_cli.runs.record import RECORD_FIELDS, Record, energy_per, energy_per_name
 
 #: the columns after the record's fields: each normalized metric, then energy per output token
 METRIC_COLUMNS: tuple[str, ...] = tuple(f"metrics.{name}" for name in METRIC_NAMES)
@@ -33,19 +33,6 @@ def _number(value: Any) -> float | int | None:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def energy_per_output_token(record: Record) -> float | None:
-    """``energy_j / metrics.output_tokens``, or None when either is missing or the count is 0."""
-    energy = _number(record.energy_j)
-    tokens = _number((record.metrics or {}).get("output_tokens"))
-    if energy is None or not tokens:
-        return None
-    try:
-        ratio = energy / tokens
-    except OverflowError:  # an int count too large for a float
-        return None
-    return ratio if math.isfinite(ratio) else None
 
 
 def csv_text(records: Iterable[Record]) -> str:
@@ -64,7 +51,7 @@ def csv_text(records: Iterable[Record]) -> str:
         for name in METRIC_NAMES:
             value = _number(metrics.get(name))
             row.append("" if value is None else value)
-        per_token = energy_per_output_token(record)
+        per_token = energy_per(record, "output_tokens")
         row.append("" if per_token is None else per_token)
         writer.writerow(row)
     return buffer.getvalue()
