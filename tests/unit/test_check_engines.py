@@ -12,35 +12,22 @@ path is also run on the real source: the shipped command must pass, the old one 
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from llem_cli.templates import BACKENDS
 from llem_testkit.engine import skip_unless_possible
+from llem_testkit.scripts import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "check_engines", ROOT / "scripts" / "check_engines.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-ce = _load()
+ce = load_file(ROOT / "scripts" / "check_engines.py")
 
 ARGPARSE = textwrap.dedent(
     """

@@ -18,7 +18,6 @@ logic, and SGLang's ``--result-filename`` (it appends) landing in a fresh file p
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -33,9 +32,10 @@ import yaml
 from llem_cli.runner.records import prepare_experiment_dir, read_metrics
 from llem_cli.runs.layout import RunDir
 from llem_cli.templates import BACKENDS, DEFAULT_MODEL, SCRIPTS_MOUNT
+from llem_testkit.scripts import ENGINE_SCRIPTS, load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "llem_cli" / "templates" / "compose" / "scripts"
+SCRIPTS = ENGINE_SCRIPTS
 VOCAB = 151_936  # Qwen2.5's
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -187,22 +187,14 @@ def test_shipped_data_preparation_runs_with_networking_off(
 # --- llem_trtllm_dataset.py: the vocabulary size without the network ------------------------------
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), SCRIPTS / name)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def trt() -> ModuleType:
-    return _load("llem_trtllm_dataset.py")
+    return load_script("llem_trtllm_dataset.py")
 
 
 @pytest.fixture(scope="module")
 def sgl() -> ModuleType:
-    return _load("llem_sglang_dataset.py")
+    return load_script("llem_sglang_dataset.py")
 
 
 def test_vocab_from_a_local_model_folder(trt: ModuleType, tmp_path: Path) -> None:

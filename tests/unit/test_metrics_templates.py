@@ -10,10 +10,7 @@ the transformers script's report is made by the script itself, on a fake generat
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -22,8 +19,8 @@ import yaml
 from llem_cli.campaign.model import METRIC_NAMES, Metrics
 from llem_cli.runner.metrics import normalize, parse_report
 from llem_cli.templates import BACKENDS, metrics_block
+from llem_testkit.scripts import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "compose" / "scripts"
 PARAMS = {"num_prompts": 8, "input_len": 32, "output_len": 16, "batch_size": 4}
 
 # vllm bench throughput --output-json: elapsed_time, num_requests, total_num_tokens (prompt +
@@ -70,12 +67,7 @@ TENSORRT = {
 
 def transformers_report() -> dict[str, Any]:
     """The shipped transformers script's report, on a generator that returns its token count."""
-    spec = importlib.util.spec_from_file_location(
-        "llem_generate_bench", SCRIPTS / "llem_generate_bench.py"
-    )
-    assert spec and spec.loader
-    bench: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("llem_generate_bench.py")
     args = bench.parse_args(
         ["--model", "fake", "--batch-size", "4", "--num-prompts", "8", "--input-len", "32",
          "--output-len", "16", "--warmup", "1", "--out", "r.json"]

@@ -12,7 +12,6 @@ tests/docker/test_compose_files.py.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from llem_cli.templates import (
     script_text,
 )
 from llem_testkit.engine import skip_unless_possible
+from llem_testkit.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
@@ -123,15 +123,6 @@ def test_every_packaged_script_is_used_and_every_used_one_is_packaged() -> None:
 
 
 # --- compose/scripts/llem_generate_bench.py --------------------------------------------------
-
-
-def load_script(name: str) -> ModuleType:
-    """Import a shipped script from compose/scripts (the file the container runs)."""
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), SCRIPTS / name)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
