@@ -123,6 +123,17 @@ def plan(file: Path, as_json: bool, limit: int) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where runs go (default: the campaign's `results`, relative to its file).",
 )
+@click.option(
+    "--lanes",
+    metavar="N|auto",
+    help="Experiments at once, each on its own GPUs (overrides execution.lanes; "
+    "auto: as many as the GPUs allow).",
+)
+@click.option(
+    "--gpus",
+    metavar="LIST",
+    help="Host GPU indexes or UUIDs llem may use, comma-separated (default: every GPU).",
+)
 @click.option("--no-progress", is_flag=True, help="Plain timestamped lines even on a terminal.")
 @click.option(
     "--json",
@@ -136,6 +147,8 @@ def run(
     dry_run: bool,
     resume_dir: Path | None,
     results_dir: Path | None,
+    lanes: str | None,
+    gpus: str | None,
     no_progress: bool,
     as_json: bool,
 ) -> None:
@@ -153,6 +166,8 @@ def run(
       llem run campaigns/demo.yaml --dry-run
       llem run campaigns/demo.yaml --resume            # cron-safe: resumes or starts
       llem run campaigns/demo.yaml --resume results/demo/20261128T140500Z
+      llem run campaigns/demo.yaml --lanes auto          # every GPU at once
+      llem run campaigns/demo.yaml --lanes 2 --gpus 2,3  # two lanes on GPUs 2 and 3
     """
     from llem_cli.commands.run import run_campaign
 
@@ -166,6 +181,8 @@ def run(
         progress=not no_progress,
         as_json=as_json,
         out=get_output(),
+        lanes=lanes,
+        gpus=gpus,
     )
     click.get_current_context().exit(code)
 

@@ -34,6 +34,14 @@ class SignalReceived(BaseException):
         super().__init__(signal.Signals(signum).name)
 
 
+class Cancelled(SignalReceived):
+    """Raised in a lane's thread: the main thread received ``signum`` and stops the run.
+
+    A subclass, so the loop's handling of a signal (record ``interrupted``, unwind) is the same
+    in a lane as in the main thread, where handlers can raise directly.
+    """
+
+
 class _State:
     """Module state: how deep in :func:`deferred` we are, and what arrived meanwhile."""
 

@@ -191,6 +191,29 @@ class Metrics(_Strict):
         return {name: source for name, source in sources.items() if source is not None}
 
 
+def _gpus_branch(value: object) -> str | None:
+    """``gpus`` is a count (a whole number) or a list of host GPU indexes; deciding up front
+    gives one error about the form written (``[0, -1]``: the -1), not one per form tried."""
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "count"
+    return None
+
+
+GpuSpec = Annotated[
+    Annotated[Annotated[int, Field(ge=1, le=1024)], Tag("count")]
+    | Annotated[list[Annotated[int, Field(ge=0)]], Tag("list")],
+    Discriminator(
+        _gpus_branch,
+        custom_error_type="gpus",
+        custom_error_message="expected a GPU count (gpus: 2) or a list of host GPU indexes "
+        "(gpus: [0, 1])",
+    ),
+]
+"""A backend's ``gpus``: how many GPUs an experiment takes, or which host GPUs it pins."""
+
+
 class Backend(_Strict):
     """How to run an experiment on one backend (a compose service)."""
 
@@ -200,8 +223,10 @@ class Backend(_Strict):
     command: list[CommandItem] = Field(
         ..., min_length=1, description="argv run with docker compose exec; {param} placeholders"
     )
-    gpus: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None, description="host GPU indices this backend uses; default: all"
+    gpus: GpuSpec | None = Field(
+        None,
+        description="GPUs per experiment: a count k (llem picks k free GPUs; default 1 with "
+        "lanes, else every GPU llem may use), or a list of host GPU indexes that pins them",
     )
     env: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], EnvValue] = Field(default_factory=dict)
     keepalive: bool = Field(
@@ -217,6 +242,18 @@ class Backend(_Strict):
         default_factory=Metrics,
         description="normalized metric name -> dotted path into result.json, or a formula",
     )
+
+    @property
+    def pinned_gpus(self) -> list[int] | None:
+        """The host GPU indexes a list ``gpus`` pins (None: a count, or not given)."""
+        return list(self.gpus) if isinstance(self.gpus, list) else None
+
+    @property
+    def gpu_count(self) -> int | None:
+        """How many GPUs one experiment takes: the count, the pinned list's length, or None."""
+        if isinstance(self.gpus, list):
+            return len(self.gpus)
+        return self.gpus
 
 
 class Thermal(_Strict):
@@ -240,6 +277,11 @@ class Execution(_Strict):
     thermal: Thermal | None = None
     idle_baseline: Duration | None = None
     prune_on_oom: list[Annotated[str, Field(pattern=IDENT_PATTERN)]] = Field(default_factory=list)
+    lanes: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+        default=1,
+        description="experiments at once, each on its own GPUs; auto: as many as the GPUs "
+        "allow (overridden by llem run --lanes)",
+    )
 
 
 class Health(_Strict):

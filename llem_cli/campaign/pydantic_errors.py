@@ -59,10 +59,14 @@ def _strip_union_tags(loc: tuple[Any, ...], data: Any) -> tuple[PathKey, bool]:
     return tuple(path), is_key
 
 
+_BRANCH_TAGS = frozenset({"str", "int", "float", "bool", "dict", "count", "list"})
+
+
 def _is_branch_tag(part: str) -> bool:
     """pydantic's names for union branches (``list[str]``, ``literal['x']``, ``int``), and the
-    tags of the model's own discriminated unions (``str``, ``dict``: a metric's source)."""
-    return any(ch in part for ch in "[]()'") or part in {"str", "int", "float", "bool", "dict"}
+    tags of the model's own discriminated unions (``str``, ``dict``: a metric's source;
+    ``count``, ``list``: a backend's ``gpus``)."""
+    return any(ch in part for ch in "[]()'") or part in _BRANCH_TAGS
 
 
 def _message(error: ErrorDetails, path: PathKey) -> str:

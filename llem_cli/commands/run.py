@@ -8,8 +8,11 @@ from pathlib import Path
 import click
 
 from llem_cli.campaign.load import load_campaign
+from llem_cli.errors import UsageProblem
 from llem_cli.output import Output
 from llem_cli.runner.dry_run import dry_run_campaign
+from llem_cli.runner.lane_plan import LaneRequest
+from llem_cli.runner.lanes import LaneSetting, parse_gpus_option
 from llem_cli.runner.reporter import JsonReporter, PlainReporter, Reporter, RichReporter
 from llem_cli.runner.session import RunRequest, execute
 
@@ -24,21 +27,43 @@ def run_campaign(
     progress: bool,
     as_json: bool,
     out: Output,
+    lanes: str | None = None,
+    gpus: str | None = None,
 ) -> int:
     """Run the campaign in ``file``; return the exit code."""
+    lane_request = LaneRequest(
+        lanes=parse_lanes_option(lanes) if lanes is not None else None,
+        gpus=tuple(parse_gpus_option(gpus)) if gpus is not None else None,
+    )
     loaded = load_campaign(file)
     for warning in loaded.warnings:
         click.echo(warning.render(), err=True)
     if dry_run:
-        return dry_run_campaign(loaded, results_dir)
+        return dry_run_campaign(loaded, results_dir, lanes=lane_request)
     reporter = choose_reporter(out, progress=progress, as_json=as_json)
     request = RunRequest(
-        resume=resume or resume_dir is not None, resume_dir=resume_dir, results_dir=results_dir
+        resume=resume or resume_dir is not None,
+        resume_dir=resume_dir,
+        results_dir=results_dir,
+        lanes=lane_request,
     )
     try:
         return execute(loaded, request, reporter)
     finally:
         reporter.close()
+
+
+def parse_lanes_option(text: str) -> LaneSetting:
+    """``--lanes``: a whole number >= 1, or ``auto``."""
+    value = text.strip().lower()
+    if value == "auto":
+        return "auto"
+    if value.isdigit() and 1 <= int(value) <= 1024:
+        return int(value)
+    raise UsageProblem(
+        f"--lanes {text!r}: expected a whole number from 1 to 1024, or auto",
+        hint="e.g. --lanes 4 or --lanes auto",
+    )
 
 
 def choose_reporter(out: Output, *, progress: bool, as_json: bool) -> Reporter:

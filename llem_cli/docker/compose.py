@@ -222,6 +222,16 @@ class ComposeProject:
         """``config``: the merged file (``-q``: only validate)."""
         return [*self.base(), "config", *(["-q"] if quiet else [])]
 
+    def config_json(self, services: Iterable[str] = ()) -> list[str]:
+        """``config --format json [SERVICE...]``: the merged model as JSON.
+
+        Named services are in it even when a profile would leave them out (as ``up SERVICE``
+        starts them). Compose v1 has neither: there it is plain ``config`` (YAML, every service).
+        """
+        if self.cli.is_v1:
+            return [*self.base(), "config"]
+        return [*self.base(), "config", "--format", "json", *services]
+
 
 __all__ = [
     "COMPOSE_ENV",

@@ -42,8 +42,9 @@ from llem_cli.docker.outcome import (
     ExecOutcome,
     classify,
 )
-from llem_cli.docker.override import OVERRIDE_NAME, write_override
+from llem_cli.docker.override import LanePin, override_name, write_override
 from llem_cli.docker.proc import CommandFailed, Result, Runner, SubprocessRunner, last_line
+from llem_cli.docker.service_facts import ServiceFacts
 from llem_cli.docker.sweep import NO_SUCH, PROJECT_LABEL, teardown_by_label
 from llem_cli.errors import EnvironmentProblem, LlemError
 from llem_cli.signals import deferred
@@ -99,6 +100,8 @@ class ContainerManager:
         compose: ComposeCLI | None = None,
         runner: Runner | None = None,
         timeouts: Timeouts | None = None,
+        pins: Mapping[str, LanePin] | None = None,
+        facts: Mapping[str, ServiceFacts] | None = None,
     ) -> None:
         self.runner: Runner = runner or SubprocessRunner()
         self.dry_run = bool(getattr(self.runner, "dry_run", False))
@@ -111,11 +114,15 @@ class ContainerManager:
             dict(services) if isinstance(services, Mapping) else dict.fromkeys(services, True)
         )
         self.timeouts = timeouts or Timeouts()
+        #: a lane's pins (service -> its GPUs by UUID): its own override file pins its containers
+        self.pins = dict(pins) if pins else None
+        self.facts = facts
+        lane = next(iter(self.pins.values())).lane if self.pins else None
         self.project = ComposeProject(
             compose,
             project_name,
             tuple(Path(f) for f in files),
-            override=self.run_dir / OVERRIDE_NAME,
+            override=self.run_dir / override_name(lane),
         )
         self.docker: tuple[str, ...] = compose.docker or docker_argv()
         self.docker_cli = DockerCLI(self.docker)
@@ -148,7 +155,14 @@ class ContainerManager:
         if self._prepared:
             return
         if not self.dry_run:
-            write_override(self.run_id, self.run_dir, self.services)
+            write_override(
+                self.run_id,
+                self.run_dir,
+                self.services,
+                pin=self.pins,
+                facts=self.facts,
+                name=self.project.override.name if self.project.override else None,
+            )
         self._prepared = True
 
     # ---- lifecycle ------------------------------------------------------------------------------

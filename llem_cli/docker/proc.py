@@ -23,6 +23,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import IO, Protocol
 
 from llem_cli.errors import EnvironmentProblem, LlemError
 from llem_cli.redaction import redact_argv, redact_text
+from llem_cli.signals import Cancelled
 
 #: bytes of stderr kept for messages and outcome classification
 TAIL_BYTES = 8192
@@ -129,9 +131,42 @@ class Runner(Protocol):
 
 
 class SubprocessRunner:
-    """Runs commands for real (see the module docstring for the guarantees)."""
+    """Runs commands for real (see the module docstring for the guarantees).
+
+    Lanes run commands from several threads through one runner; when the main thread receives
+    SIGINT/SIGTERM it calls :meth:`cancel`, which kills every command in flight and makes
+    each waiting thread raise :class:`~llem_cli.signals.Cancelled` (and any new command too)
+    until :meth:`reset`, before the teardown runs its own commands.
+    """
 
     dry_run = False
+
+    def __init__(self) -> None:
+        self._live: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+        self._cancelled: int | None = None
+        self.cancel_event = threading.Event()
+
+    def cancel(self, signum: int) -> None:
+        """Kill every command in flight; :meth:`run` raises Cancelled until :meth:`reset`."""
+        with self._lock:
+            self._cancelled = signum
+            self.cancel_event.set()
+            live = list(self._live)
+        for proc in live:
+            _kill_group(proc)
+
+    def reset(self) -> None:
+        """Run commands again (the lanes have stopped; the teardown needs docker)."""
+        with self._lock:
+            self._cancelled = None
+            self.cancel_event.clear()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise Cancelled when :meth:`cancel` was called (for waits outside a command)."""
+        signum = self._cancelled
+        if signum is not None:
+            raise Cancelled(signum)
 
     def run(
         self,
@@ -154,6 +189,7 @@ class SubprocessRunner:
         argv = tuple(argv)
         if not argv:
             raise ValueError("empty argv")
+        self.raise_if_cancelled()
         full_env = None
         if env:
             full_env = dict(os.environ)
@@ -184,6 +220,11 @@ class SubprocessRunner:
                 ) from exc
             except PermissionError as exc:
                 raise EnvironmentProblem(f"{argv[0]}: permission denied") from exc
+            with self._lock:
+                self._live.add(proc)
+                cancelled = self._cancelled is not None
+            if cancelled:  # cancel() ran between the check above and the registration
+                _kill_group(proc)
             timed_out = False
             try:
                 try:
@@ -209,6 +250,10 @@ class SubprocessRunner:
             except BaseException:
                 _kill_group(proc)
                 raise
+            finally:
+                with self._lock:
+                    self._live.discard(proc)
+            self.raise_if_cancelled()
             duration = time.monotonic() - t0
         stdout = (stdout_b or b"").decode("utf-8", "replace")
         if stderr_path is not None:

@@ -27,8 +27,19 @@ QUANTITIES = ("duration_s", "energy_j", "net_energy_j", "avg_power_w", "max_temp
 SIGNED_WORDS = frozenset({"net", "delta", "diff", "difference", "change", "offset", "drift"})
 
 #: record fields ``--group-by`` accepts besides the params (a param of the same name wins,
-#: except ``backend``, which is always the record's)
-RECORD_AXES = ("backend", "service", "config_id", "cycle")
+#: except ``backend``, which is always the record's); ``gpu`` is the record's ``gpu_uuids``
+#: joined with ``,`` (None without them)
+RECORD_AXES = ("backend", "service", "config_id", "cycle", "lane", "gpu")
+#: the axes of runs with lanes: named among the valid ``--group-by`` fields only where a record
+#: has them (a run without lanes has one group for each: null), though always accepted
+LANE_AXES = ("lane", "gpu")
+
+
+def record_axis(record: Record, axis: str) -> Any:
+    """The value of the record axis ``axis`` (one of :data:`RECORD_AXES`) for ``record``."""
+    if axis == "gpu":
+        return ",".join(record.gpu_uuids) if record.gpu_uuids else None
+    return getattr(record, axis)
 
 
 @dataclass
@@ -68,14 +79,18 @@ def group_label(record: Record, axes: Sequence[str] | None) -> dict[str, Any]:
         elif axis in record.params or axis not in RECORD_AXES:
             value = record.params.get(axis)
         else:
-            value = getattr(record, axis)
+            value = record_axis(record, axis)
         label[axis] = value
     return label
 
 
 def group_axes(records: Iterable[Record]) -> list[str]:
-    """The names ``--group-by`` accepts for these records: record fields, then param names."""
-    names = list(RECORD_AXES)
+    """The names ``--group-by`` accepts for these records: record fields, then param names
+    (``lane`` and ``gpu`` only where a record has them; :func:`unknown_axes` accepts them
+    anyway)."""
+    records = list(records)
+    laned = any(r.lane is not None or r.gpu_uuids for r in records)
+    names = [axis for axis in RECORD_AXES if laned or axis not in LANE_AXES]
     for record in records:
         names.extend(name for name in record.params if name not in names)
     return names
@@ -83,7 +98,7 @@ def group_axes(records: Iterable[Record]) -> list[str]:
 
 def unknown_axes(records: Sequence[Record], axes: Sequence[str]) -> list[str]:
     """The ``axes`` that name neither a record field nor a param of any record."""
-    valid = set(group_axes(records))
+    valid = {*group_axes(records), *RECORD_AXES}
     return [axis for axis in axes if axis not in valid]
 
 
@@ -165,9 +180,7 @@ def aggregate(
         for name in QUANTITIES:
             values[name] = [finite_number(getattr(r, name)) for r in ok]
         for metric in per_metrics:
-            values[energy_per_name(metric)] = [
-                energy_per(r, metric) for r in ok
-            ]
+            values[energy_per_name(metric)] = [energy_per(r, metric) for r in ok]
         for name in _metric_names(ok):
             values[f"metrics.{name}"] = [finite_number((r.metrics or {}).get(name)) for r in ok]
         collected.append((GroupStats(group_label(members[0], axes), statuses), values))

@@ -13,6 +13,7 @@ makes sure the failure was the experiment's and not the host's. ``llem run``, ``
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,12 +23,13 @@ from typing import Any, Protocol
 
 from llem_cli.campaign.model import Campaign
 from llem_cli.docker.probe import ProbeResult
-from llem_cli.errors import RunAborted
+from llem_cli.errors import EnvironmentProblem, RunAborted
 from llem_cli.redaction import redact_text
 from llem_cli.runner import decision as d
 from llem_cli.runner.containers import Containers
 from llem_cli.runner.experiment_command import experiment_argv, experiment_environment
 from llem_cli.runner.faults import check_environment
+from llem_cli.runner.lanes import Dispatcher, HostGpu, Lane, service_gpus
 from llem_cli.runner.measuring import Measuring, record_fields, without_window_figures
 from llem_cli.runner.prune import to_prune
 from llem_cli.runner.records import record_from_outcome, record_interrupted, record_not_run
@@ -60,14 +62,18 @@ def probe_for_decision(result: ProbeResult, gpus: list[int] | None) -> d.Probe:
 
 @dataclass
 class LoopState:
-    """What the loop tracks between experiments (restarts, skipped backends, pruning)."""
+    """What the loop tracks between experiments (restarts, skipped backends, pruning).
+
+    With lanes, one LoopState is shared by every lane's loop (a backend found not runnable is
+    skipped everywhere; ``restarts_total`` numbers the run's restarts); ``lock`` guards it.
+    """
 
     restarts_total: int
-    restarts_session: int = 0
-    probes_due: int = 0
     skipped_backends: dict[str, str] = field(default_factory=dict)
     pruned: dict[str, str] = field(default_factory=dict)  # config_id -> why
     counts: Counter[str] = field(default_factory=Counter)
+    settled: set[str] = field(default_factory=set)  # keys recorded (not interrupted) this session
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
 
 @dataclass
@@ -95,6 +101,9 @@ class CampaignLoop:
         emit: Emit,
         sleep: Callable[[float], None] = time.sleep,
         check_env: Callable[..., None] = check_environment,
+        lane: Lane | None = None,
+        dispatcher: Dispatcher | None = None,
+        state: LoopState | None = None,
     ) -> None:
         self.context = context
         self.campaign = context.campaign
@@ -113,13 +122,23 @@ class CampaignLoop:
             max_restarts=health.max_restarts,
             retries=self.campaign.execution.retries,
         )
-        state = context.replayed
-        self.state = LoopState(restarts_total=state.restarts)
-        self.pending = [e for e in self.experiments if state.needs_run(e.key)]
-        self.remaining_per_service = Counter(e.service for e in self.pending)
+        replayed = context.replayed
+        self.state = state or LoopState(restarts_total=replayed.restarts)
+        self.settled = self.state.settled
+        #: this loop's lane (None: a run without lanes, its containers not pinned)
+        self.lane = lane
+        self.lane_no = lane.number if lane is not None else 0
+        self.restarts_session = 0  # against health.max_restarts: per lane, per session
+        self.probes_due = 0
+        if dispatcher is None:
+            pending = [e for e in self.experiments if replayed.needs_run(e.key)]
+            dispatcher = Dispatcher(pending, [lane] if lane is not None else [])
+        self.dispatcher = dispatcher
+        self.done_before = sum(1 for e in self.experiments if not replayed.needs_run(e.key))
         self.started_services: set[str] = set()
-        self.settled: set[str] = set()  # keys recorded (not interrupted) in this session
-        self._position: int | None = None  # index in self.pending of the experiment running
+        self.pin_checked: set[str] = set()
+        #: the experiment taken and not yet recorded (a retired lane gives it back)
+        self.current: Experiment | None = None
         self._prune_from_history()
 
     # ---- journal + display ----------------------------------------------------------------------
@@ -131,14 +150,40 @@ class CampaignLoop:
     def _finish(
         self, experiment: Experiment, record: Record, kind: str = "experiment_finished"
     ) -> None:
-        self.log(kind, key=record.key, record=record)
-        self.state.counts[record.status] += 1
+        if self.lane is not None:
+            record.lane = self.lane.number
+            record.gpu_uuids = [g.uuid for g in self._gpus_of(experiment)]
+        self.log(kind, key=record.key, record=record, **self._lane_fields())
+        with self.state.lock:
+            self.state.counts[record.status] += 1
+            if record.status != "interrupted":
+                self.settled.add(record.key)
+        self.current = None
+        self.dispatcher.settle(experiment)
         if record.status == "interrupted":
             return
-        self.settled.add(record.key)
-        self.remaining_per_service[experiment.service] -= 1
-        if self.remaining_per_service[experiment.service] <= 0:
+        if not self.dispatcher.work_left(experiment.service, self.lane_no, runs=self._will_run):
             self._stop_service(experiment.service)
+
+    def _lane_fields(self) -> dict[str, Any]:
+        """``lane`` on a lane's events (nothing without lanes, as before)."""
+        return {} if self.lane is None else {"lane": self.lane.number}
+
+    def _gpus_of(self, experiment: Experiment) -> tuple[HostGpu, ...]:
+        """The lane's GPUs this experiment uses (empty without lanes)."""
+        if self.lane is None:
+            return ()
+        return self.lane.gpus_for(self.campaign.backends[experiment.config.backend])
+
+    def _measured_gpus(self, experiment: Experiment) -> list[int] | None:
+        """Host GPU indexes to measure: the lane's GPUs for it, else the backend's ``gpus``."""
+        backend = self.campaign.backends[experiment.config.backend]
+        if self.lane is None:
+            count = backend.gpu_count
+            if backend.pinned_gpus is None and count is not None:
+                return list(range(count))
+            return backend.pinned_gpus
+        return [g.index for g in self._gpus_of(experiment) if g.index is not None]
 
     # ---- the loop -------------------------------------------------------------------------------
 
@@ -146,13 +191,16 @@ class CampaignLoop:
         """Run every pending experiment; raises RunAborted or SignalReceived to stop early."""
         previous: Experiment | None = None
         total = len(self.experiments)
-        done_before = total - len(self.pending)
-        if self.pending:
+        if self.lane is None and self.dispatcher.pending():
+            # with lanes the session announces and measures the baseline once, before them
             self.measuring.announce()
             self.measuring.measure_idle_baseline()
-        for position, experiment in enumerate(self.pending):
-            index = done_before + 1 + position
-            self._position = position
+        while True:
+            experiment = self.dispatcher.take(self.lane_no)
+            if experiment is None:
+                return
+            self.current = experiment
+            index = self.done_before + self.dispatcher.taken
             backend = experiment.config.backend
             if backend in self.state.skipped_backends:
                 why = self.state.skipped_backends[backend]
@@ -164,35 +212,41 @@ class CampaignLoop:
                 continue
             seconds, setting = pause(previous, experiment, self.campaign)
             if seconds > 0:
-                self.emit({"type": "waiting", "seconds": seconds, "why": "gap", "setting": setting})
+                self.emit(
+                    {
+                        "type": "waiting",
+                        **self._lane_fields(),
+                        "seconds": seconds,
+                        "why": "gap",
+                        "setting": setting,
+                    }
+                )
                 self.sleep(seconds)
             previous = experiment
             self._run_one(experiment, index, total)
 
     def _runs_left(self, service: str, current: Experiment) -> bool:
-        """Whether another pending experiment will still run in ``service``'s container.
+        """Whether another pending experiment this lane could take will run in ``service``."""
+        return self.dispatcher.work_left(
+            service, self.lane_no, besides=current, runs=self._will_run
+        )
 
-        Every pending experiment before the current one is settled by the time this is asked
-        (each is recorded before the loop moves on, or the loop ends), so the scan starts after
-        the current one: a scan from the start made a campaign of n experiments O(n^2).
-        """
-        state = self.state
-        pending = self.pending
-        start = 0
-        position = self._position
-        if position is not None and pending[position] is current:
-            start = position + 1
-        return any(
-            e.service == service
-            and e.key != current.key
-            and e.key not in self.settled
-            and e.config.backend not in state.skipped_backends
-            and e.config.config_id not in state.pruned
-            for e in (pending[i] for i in range(start, len(pending)))
+    def _will_run(self, experiment: Experiment) -> bool:
+        """Whether a pending experiment needs its container (skipped and pruned ones do not)."""
+        return (
+            experiment.config.backend not in self.state.skipped_backends
+            and experiment.config.config_id not in self.state.pruned
         )
 
     def _not_run(self, experiment: Experiment, status: str, why: str) -> Record:
         return record_not_run(experiment, status, why, self.state.restarts_total)
+
+    def _environment(self, experiment: Experiment) -> dict[str, str]:
+        env = experiment_environment(self.campaign, self.run_id, experiment)
+        if self.lane is not None:
+            env["LLEM_LANE"] = str(self.lane.number)
+            env["LLEM_GPU_UUIDS"] = ",".join(g.uuid for g in self._gpus_of(experiment))
+        return env
 
     def _run_one(self, experiment: Experiment, index: int, total: int) -> None:
         service = experiment.service
@@ -203,6 +257,12 @@ class CampaignLoop:
         while True:
             self._check_health(experiment, attempt, after_restart)
             after_restart = False
+            lane_detail: dict[str, Any] = {}
+            if self.lane is not None:
+                lane_detail = {
+                    "lane": self.lane.number,
+                    "gpus": [g.label() for g in self._gpus_of(experiment)],
+                }
             self.log(
                 "experiment_started",
                 key=experiment.key,
@@ -211,18 +271,22 @@ class CampaignLoop:
                 attempt=attempt,
                 index=index,
                 total=total,
+                **lane_detail,
             )
             restarts_before = self.state.restarts_total
             exp_dir = self.context.prepare_dir(experiment.key)
-            thermal = self.measuring.wait_until_cool(backend.gpus)
+            gpus = self._measured_gpus(experiment)
+            mig = any(g.mig for g in self._gpus_of(experiment))
+            thermal = None if mig else self.measuring.wait_until_cool(gpus)
             window = f"{experiment.key}#{attempt}"
-            self.measuring.begin(window, backend.gpus)
+            if not mig:
+                self.measuring.begin(window, gpus)
             exec_started, exec_t0 = utc_now(), time.monotonic()
             try:
                 outcome = self.containers.exec(
                     service,
                     experiment_argv(self.campaign, self.run_id, experiment),
-                    env=experiment_environment(self.campaign, self.run_id, experiment),
+                    env=self._environment(experiment),
                     timeout_s=self.campaign.execution.timeout,
                     stdout_path=exp_dir / "stdout.log",
                     stderr_path=exp_dir / "stderr.log",
@@ -236,7 +300,7 @@ class CampaignLoop:
                 raise
             finally:
                 # the window closes with the exec: a restart that follows is never in it
-                measurement = self.measuring.end(window)
+                measurement = None if mig else self.measuring.end(window)
             if not outcome.ok:
                 # the host, not the experiment, may have failed (daemon gone, disk full): that
                 # stops the run before anything is recorded, so --resume runs it again
@@ -245,7 +309,7 @@ class CampaignLoop:
                 outcome=outcome.status,
                 probe=None,
                 policy=self.policy,
-                restarts_used=self.state.restarts_session,
+                restarts_used=self.restarts_session,
                 attempt=attempt,
                 work_left=self._runs_left(service, experiment),
             )
@@ -260,6 +324,13 @@ class CampaignLoop:
                 after_restart = True
                 continue
             measured = record_fields(measurement, thermal, includes_model_load=backend.loads_model)
+            if mig:
+                measured = without_window_figures(
+                    measured,
+                    "a MIG device: NVML reports energy and power for the whole GPU, "
+                    "not for this slice",
+                    "mig_device",
+                )
             if outcome.status == "timeout" and measurement is not None:
                 measured = without_window_figures(
                     measured,
@@ -284,7 +355,7 @@ class CampaignLoop:
                 )
             elif verdict.action is d.Action.ABORT:
                 raise RunAborted(verdict.reason)
-            elif verdict.restart and self.remaining_per_service[service] > 0:
+            elif verdict.restart and self._runs_left(service, experiment):
                 self._restart(service, verdict.reason)
             elif verdict.remove:
                 self._stop_service(service)
@@ -298,20 +369,24 @@ class CampaignLoop:
         every = self.campaign.health.every
         if every <= 0:
             return False
-        due = after_restart or self.state.probes_due % every == 0
-        self.state.probes_due += 1
+        due = after_restart or self.probes_due % every == 0
+        self.probes_due += 1
         return due
 
     def _check_health(self, experiment: Experiment, attempt: int, after_restart: bool) -> None:
-        """Probe when due; restart or abort as decided."""
-        if not self.probe_due(after_restart):
-            return
+        """Probe when due (and before a lane's first experiment in a container, to check its
+        pin, whatever ``health.every`` says); restart or abort as decided."""
         service = experiment.service
-        gpus = self.campaign.backends[experiment.config.backend].gpus
+        if not self.probe_due(after_restart) and not self._pin_unchecked(service):
+            return
+        gpus = self._probe_gpus(experiment)
         while True:
             result = self._probe(service)
+            if result.ok and self._pin_unchecked(service):
+                self._check_pinned(service, result)
             self.log(
                 "probe",
+                **self._lane_fields(),
                 service=service,
                 status=result.status,
                 max_memory_used_pct=result.max_memory_used_pct(gpus) if result.ok else None,
@@ -322,7 +397,7 @@ class CampaignLoop:
                     outcome=None,
                     probe=probe_for_decision(result, gpus),
                     policy=self.policy,
-                    restarts_used=self.state.restarts_session,
+                    restarts_used=self.restarts_session,
                     attempt=attempt,
                     after_restart=after_restart,
                 )
@@ -334,6 +409,16 @@ class CampaignLoop:
             self._restart(service, verdict.reason)
             after_restart = True
 
+    def _probe_gpus(self, experiment: Experiment) -> list[int] | None:
+        """The probe's GPU indexes (as the container numbers them) the memory rule looks at.
+
+        A pinned container sees only its GPUs, numbered from 0; without lanes a pinned list
+        names host indexes, as before.
+        """
+        if self.lane is None:
+            return self.campaign.backends[experiment.config.backend].pinned_gpus
+        return None
+
     def _probe(self, service: str) -> ProbeResult:
         health = self.campaign.health
         argv = None if health.probe == "nvidia-smi" else list(health.probe)
@@ -344,10 +429,46 @@ class CampaignLoop:
     def _ensure_started(self, service: str) -> None:
         if service in self.started_services:
             return
-        self.emit({"type": "container", "service": service, "state": "starting"})
+        lane = self._lane_fields()
+        self.emit({"type": "container", **lane, "service": service, "state": "starting"})
         self.containers.start(service)
         self.started_services.add(service)
-        self.emit({"type": "container", "service": service, "state": "running"})
+        self.emit({"type": "container", **lane, "service": service, "state": "running"})
+
+    def _pin_unchecked(self, service: str) -> bool:
+        """Whether a lane's container has yet to show, in a probe, that it sees its GPUs only."""
+        return self.lane is not None and service not in self.pin_checked
+
+    def _check_pinned(self, service: str, result: ProbeResult) -> None:
+        """Before a lane's first experiment in ``service``: the container sees exactly the
+        lane's GPUs, or it would measure (and load) the wrong ones: exit 3 naming the service.
+
+        ``privileged: true``, or an NVIDIA_VISIBLE_DEVICES the image or entrypoint sets
+        itself, defeats the override's pinning; only the probe inside can tell. Called with
+        the first probe that answered (a failing probe is the health rules' to handle).
+        A dry run's probe lists no GPU: nothing to compare.
+        """
+        assert self.lane is not None
+        self.pin_checked.add(service)
+        if not result.gpus:
+            return
+        want = [g.uuid for g in service_gpus(self.lane, self.campaign, service)]
+        seen = [g.uuid for g in result.gpus]
+        self.log(
+            "pin_check",
+            lane=self.lane.number,
+            service=service,
+            expected=want,
+            seen=seen,
+            status=result.status,
+        )
+        if any(u is None for u in seen) or sorted(u or "" for u in seen) != sorted(want):
+            raise EnvironmentProblem(
+                f"{self.lane.describe()}: service {service!r} is not pinned to its GPUs: it "
+                f"sees {seen}, expected {want}",
+                hint="remove 'privileged: true' or an NVIDIA_VISIBLE_DEVICES the image sets "
+                "from the service, or run with --lanes 1",
+            )
 
     def _stop_service(self, service: str) -> None:
         """Remove a backend's container once none of its experiments remain."""
@@ -356,20 +477,32 @@ class CampaignLoop:
         self.containers.stop(service)
         self.started_services.discard(service)
         self.emit(
-            {"type": "container", "service": service, "state": "removed (no experiments left)"}
+            {
+                "type": "container",
+                **self._lane_fields(),
+                "service": service,
+                "state": "removed (no experiments left)",
+            }
         )
 
     def _restart(self, service: str, reason: str) -> None:
         """Back off, count the restart (journaled), restart; the caller probes again after."""
-        backoff = d.backoff_seconds(
-            self.campaign.health.restart_backoff, self.state.restarts_session
-        )
+        backoff = d.backoff_seconds(self.campaign.health.restart_backoff, self.restarts_session)
         if backoff > 0:
-            self.emit({"type": "waiting", "seconds": backoff, "why": "restart backoff"})
+            self.emit(
+                {
+                    "type": "waiting",
+                    **self._lane_fields(),
+                    "seconds": backoff,
+                    "why": "restart backoff",
+                }
+            )
             self.sleep(backoff)
-        self.state.restarts_total += 1
-        self.state.restarts_session += 1
-        self.log("restart", service=service, reason=reason, restarts=self.state.restarts_total)
+        with self.state.lock:
+            self.state.restarts_total += 1
+            total = self.state.restarts_total
+        self.restarts_session += 1
+        self.log("restart", **self._lane_fields(), service=service, reason=reason, restarts=total)
         self.containers.restart(service)
 
     # ---- pruning --------------------------------------------------------------------------------
@@ -388,7 +521,10 @@ class CampaignLoop:
         self._mark_pruned(experiment.config.backend, experiment.config.params, experiment.key)
 
     def _mark_pruned(self, backend: str, params: dict[str, Any], key: str) -> None:
-        configs = {e.config.config_id: e.config for e in self.pending}
+        configs = {e.config.config_id: e.config for e in self.experiments}
         hit = to_prune(backend, params, configs.values(), self.campaign.execution.prune_on_oom)
         for config in hit:
-            self.state.pruned.setdefault(config.config_id, f"pruned: {key} ran out of GPU memory")
+            with self.state.lock:
+                self.state.pruned.setdefault(
+                    config.config_id, f"pruned: {key} ran out of GPU memory"
+                )

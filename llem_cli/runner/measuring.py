@@ -9,7 +9,9 @@ loop's tests run it with :class:`NoMeasuring` (or a scripted stand-in) and no NV
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from llem_cli.campaign.model import Campaign
@@ -75,11 +77,25 @@ class NoMeasuring:
 class HostTelemetry:
     """The session's view of the host GPUs (opened on first use, closed with the session)."""
 
-    def __init__(self, campaign: Campaign, emit: Emit, log: LogEvent) -> None:
+    def __init__(
+        self,
+        campaign: Campaign,
+        emit: Emit,
+        log: LogEvent,
+        *,
+        lane_gpus: Sequence[int] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.campaign = campaign
         self.emit = emit
         self.log = log  # journaled events
+        self.sleep = sleep  # the thermal gate's; a lane's sleep raises when the run stops
         self._monitor: EnergyMonitor | None = None
+        #: with lanes: every GPU the lanes own; a window also measures the others meanwhile
+        self._lane_gpus = list(lane_gpus) if lane_gpus is not None else None
+        self._busy_lock = threading.Lock()
+        self._busy: dict[str, int] = {}  # open window -> most windows open at once during it
+        self._others: dict[str, int] = {}  # open window -> how many GPUs its shadow window has
 
     @property
     def monitor(self) -> EnergyMonitor:
@@ -152,21 +168,57 @@ class HostTelemetry:
             idle_power_w=idle,
             power_tolerance=(thermal.power_within_idle_pct or 10.0) / 100.0,
             on_progress=progress,
+            sleep=self.sleep,
         )
 
     def begin(self, key: str, gpus: list[int] | None) -> None:
-        """Open the experiment's energy window (just before its exec)."""
+        """Open the experiment's energy window (just before its exec).
+
+        With lanes, a shadow window over the lanes' other GPUs opens with it, and the count
+        of windows open at once is kept, for the record's ``measurement.neighbours``.
+        """
         self.monitor.begin_window(key, gpus)
+        if self._lane_gpus is None:
+            return
+        with self._busy_lock:
+            self._busy[key] = 0
+            open_now = len(self._busy)
+            for window in self._busy:
+                self._busy[window] = max(self._busy[window], open_now)
+        mine = set(gpus or ())
+        others = [i for i in self._lane_gpus if i not in mine]
+        if others and self.available:
+            self.monitor.begin_window(_shadow(key), others)
+            self._others[key] = len(others)
 
     def end(self, key: str) -> Measurement:
         """Close the window and return what it measured."""
-        return self.monitor.end_window(key)
+        measurement = self.monitor.end_window(key)
+        if self._lane_gpus is None:
+            return measurement
+        with self._busy_lock:
+            busy = self._busy.pop(key, 1)
+        others = self._others.pop(key, 0)
+        neighbours: dict[str, Any] = {"lanes_busy": busy, "other_gpus": others}
+        mean: float | None = None
+        if others:
+            shadow = self.monitor.end_window(_shadow(key))
+            if shadow.energy_j is not None and shadow.duration_s > 0:
+                mean = shadow.energy_j / shadow.duration_s / others
+        neighbours["other_gpus_avg_power_w"] = _round(mean, 3)
+        measurement.neighbours = neighbours
+        return measurement
 
     def close(self) -> None:
         """Stop the sampler thread and shut NVML down."""
         if self._monitor is not None:
             self._monitor.close()
             self._monitor = None
+
+
+def _shadow(key: str) -> str:
+    """The name of the window over the other lanes' GPUs opened with ``key``."""
+    return f"{key}@others"
 
 
 def record_fields(
@@ -202,6 +254,8 @@ def record_fields(
             "reasons": dict(measurement.reasons),
             "clock_events": list(measurement.clock_events),
         }
+        if measurement.neighbours is not None:
+            detail["neighbours"] = dict(measurement.neighbours)
     if includes_model_load is not None:
         detail["includes_model_load"] = includes_model_load
     if thermal is not None:

@@ -11,9 +11,11 @@ run directory is used (new, or the one ``--resume`` continues) in ``runs/resolve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,9 @@ from llem_cli.errors import (
     UsageProblem,
 )
 from llem_cli.runner.faults import disk_problem, is_disk_error
-from llem_cli.runner.loop import CampaignLoop, LoopContext
+from llem_cli.runner.lane_plan import LanePlan, LaneRequest, resolve_lanes
+from llem_cli.runner.lane_run import LaneSetup, LanesOutcome, run_lanes
+from llem_cli.runner.loop import CampaignLoop, LoopContext, LoopState
 from llem_cli.runner.measuring import HostTelemetry
 from llem_cli.runner.records import prepare_experiment_dir
 from llem_cli.runner.reporter import Reporter
@@ -58,6 +62,7 @@ class RunRequest:
     resume: bool = False
     resume_dir: Path | None = None
     results_dir: Path | None = None
+    lanes: LaneRequest = dataclasses.field(default_factory=LaneRequest)
 
 
 def check_resume_compatible(run: RunDir, experiments: list[Experiment]) -> list[str] | None:
@@ -94,6 +99,8 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
     experiments = list(order_experiments(loaded.configs, campaign))
     compose = discover_compose()
     require_daemon()
+    # bad lanes (more than the GPUs allow, an unknown --gpus entry) stop here: nothing written
+    plan = resolve_lanes(loaded, experiments, request.lanes, compose)
     results = loaded.results_dir(request.results_dir)
     try:
         run, resumed = run_to_use(
@@ -113,7 +120,7 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
                 run.root.parent.rmdir()
         raise
     try:
-        return _execute_locked(loaded, experiments, run, resumed, compose, reporter)
+        return _execute_locked(loaded, experiments, run, resumed, compose, reporter, plan)
     except OSError as exc:
         # the results filesystem filled up (or went read-only) before or after the loop
         if not is_disk_error(exc):
@@ -130,6 +137,7 @@ def _execute_locked(
     resumed: bool,
     compose: Any,
     reporter: Reporter,
+    plan: LanePlan | None = None,
 ) -> int:
     # slim: what a resume needs (status per key; gpu_oom records in full for pruning)
     state = replay(run.journal, slim=True) if resumed else RunState()
@@ -137,16 +145,15 @@ def _execute_locked(
     atomic_write_text(run.campaign, loaded.text)
     if old_keys != [e.key for e in experiments]:  # a resume of an unchanged plan keeps it
         write_plan(run, experiments)
-    services = {
-        loaded.campaign.service_of(name): backend.keepalive
-        for name, backend in loaded.campaign.backends.items()
-    }
     journal = Journal(run.journal)
     pending = sum(1 for e in experiments if state.needs_run(e.key))
     base = {"run_id": run.run_id, "run_dir": str(run.root)}
 
+    display_lock = threading.Lock()  # lanes report from several threads
+
     def emit(event: dict[str, Any]) -> None:
-        reporter.event(event)
+        with display_lock:
+            reporter.event(event)
 
     emit(
         journal.append(
@@ -159,10 +166,8 @@ def _execute_locked(
             argv=sys.argv[1:],
         )
     )
-    def log(kind: str, /, **fields: Any) -> None:
-        emit(journal.append(kind, **fields))
-
-    loop: CampaignLoop | None = None
+    loop_state: LoopState | None = None
+    retired: dict[int, str] = {}
     context = LoopContext(
         campaign=loaded.campaign,
         run_id=run.run_id,
@@ -171,27 +176,14 @@ def _execute_locked(
         prepare_dir=functools.partial(prepare_experiment_dir, run),
     )
     try:
-        with (
-            handle_signals(),
-            ContainerManager(
-                loaded.campaign.project_name,
-                loaded.compose_paths(),
-                run_id=run.run_id,
-                run_dir=run.root,
-                services=services,
-                compose=compose,
-            ) as manager,
-        ):
-            if resumed:
-                _remove_leftovers(run, manager, emit)
-            measuring = HostTelemetry(loaded.campaign, emit, log)
-            loop = CampaignLoop(
-                context, containers=manager, measuring=measuring, journal=journal, emit=emit
-            )
-            try:
-                loop.run_all()
-            finally:
-                measuring.close()
+        with handle_signals():
+            if plan is not None and plan.lanes is not None:
+                outcome = _run_lanes(loaded, context, plan, run, resumed, compose, journal, emit)
+                loop_state, retired = outcome.state, outcome.retired
+            else:
+                loop_state = _run_unpinned(
+                    loaded, context, run, resumed, compose, journal, emit
+                ).state
     except Interrupted as exc:
         signal_name = "SIGINT" if exc.exit_code == 130 else "SIGTERM"
         _journal_end(run, journal, emit, "interrupted", **base, signal=signal_name)
@@ -223,16 +215,101 @@ def _execute_locked(
         raise problem from None
     # A session that recorded nothing (a resume of a finished plan) leaves the state it
     # replayed at the start as it was: no second replay, and results.csv is still current.
-    unchanged = loop is not None and not loop.settled and not loop.state.counts
+    unchanged = loop_state is not None and not loop_state.settled and not loop_state.counts
     final = state if unchanged and run.results_csv.exists() else replay(run.journal)
     counts = final.counts()
-    restarts = loop.state.restarts_total if loop else 0
-    emit(journal.append("run_finished", **base, counts=counts, restarts=restarts))
+    restarts = loop_state.restarts_total if loop_state else 0
+    ended: dict[str, Any] = {"counts": counts, "restarts": restarts}
+    if retired:
+        ended["lanes_retired"] = {str(n): why for n, why in sorted(retired.items())}
+    emit(journal.append("run_finished", **base, **ended))
     journal.close()
     if final is not state:
         _write_results(run, final)  # run_finished carries no record: the replay is current
+    if retired:  # the worst outcome: a lane stopped by policy, though the others ran it all
+        return EXIT_ABORTED
     failed = sum(n for status, n in counts.items() if status != "ok")
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _run_unpinned(
+    loaded: LoadedCampaign,
+    context: LoopContext,
+    run: RunDir,
+    resumed: bool,
+    compose: Any,
+    journal: Journal,
+    emit: Callable[[dict[str, Any]], None],
+) -> CampaignLoop:
+    """Without lanes: one loop, one container per backend, unpinned (as before lanes)."""
+    campaign = loaded.campaign
+    services = {campaign.service_of(name): b.keepalive for name, b in campaign.backends.items()}
+
+    def log(kind: str, /, **fields: Any) -> None:
+        emit(journal.append(kind, **fields))
+
+    with ContainerManager(
+        campaign.project_name,
+        loaded.compose_paths(),
+        run_id=run.run_id,
+        run_dir=run.root,
+        services=services,
+        compose=compose,
+    ) as manager:
+        if resumed:
+            _remove_leftovers(run, manager, emit)
+        measuring = HostTelemetry(campaign, emit, log)
+        loop = CampaignLoop(
+            context, containers=manager, measuring=measuring, journal=journal, emit=emit
+        )
+        try:
+            loop.run_all()
+        finally:
+            measuring.close()
+    return loop
+
+
+def _run_lanes(
+    loaded: LoadedCampaign,
+    context: LoopContext,
+    plan: LanePlan,
+    run: RunDir,
+    resumed: bool,
+    compose: Any,
+    journal: Journal,
+    emit: Callable[[dict[str, Any]], None],
+) -> LanesOutcome:
+    """With lanes: a loop per lane in its own thread, each lane's containers pinned."""
+    campaign = loaded.campaign
+    services = {campaign.service_of(name): b.keepalive for name, b in campaign.backends.items()}
+
+    def log(kind: str, /, **fields: Any) -> None:
+        emit(journal.append(kind, **fields))
+
+    assert plan.lanes is not None
+    log("lanes", **plan.journal_fields(campaign.project_name), notes=plan.notes)
+    setup = LaneSetup(
+        campaign=campaign,
+        context=context,
+        lanes=plan.lanes,
+        files=loaded.compose_paths(),
+        run_dir=run.root,
+        compose=compose,
+        services=services,
+        facts=plan.facts,
+        one_lane_services=plan.one_lane_services,
+    )
+    leftovers = None
+    if resumed:
+        leftovers = functools.partial(_remove_lane_leftovers, run, emit)
+    return run_lanes(setup, journal=journal, emit=emit, log=log, on_managers=leftovers)
+
+
+def _remove_lane_leftovers(run: RunDir, emit: Any, managers: list[ContainerManager]) -> None:
+    """A resume with lanes: remove what the stopped run left, in every lane's project and in
+    the campaign's own (its last session may have run without lanes)."""
+    for manager in managers:
+        _remove_leftovers(run, manager, emit)
 
 
 def _remove_leftovers(run: RunDir, manager: ContainerManager, emit: Any) -> None:

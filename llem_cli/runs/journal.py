@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ EVENT_TYPES = frozenset(
         "run_aborted",
         "interrupted",
         "telemetry",
+        "lanes",
+        "pin_check",
+        "lane_retired",
     }
 )
 RECORD_EVENTS = frozenset({"experiment_finished", "pruned", "skipped"})
@@ -77,6 +81,9 @@ class Journal:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        # lanes append from several threads: one event's write (and its truncation on a
+        # failed write) must not interleave with another's
+        self._lock = threading.Lock()
         created = not self.path.exists()
         self._fd: int | None = os.open(
             self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
@@ -119,7 +126,9 @@ class Journal:
         Returns the event as written, for the progress display and ``--json``.
         """
         event = make_event(kind, **fields)
-        self._write(_encode(event))
+        data = _encode(event)
+        with self._lock:
+            self._write(data)
         return event
 
     def close(self) -> None:

@@ -51,6 +51,10 @@ class Record:
     restarts_before: int = 0
     metrics: dict[str, Any] | None = None
     error: str | None = None
+    #: the lane that ran it (None: a run without lanes, whose containers are not pinned)
+    lane: int | None = None
+    #: the host GPUs its container was pinned to and its energy was measured on (None: not pinned)
+    gpu_uuids: list[str] | None = None
     #: how the energy was measured (method, flags, warnings, reasons for nulls, thermal wait):
     #: llem's addition to the shared record fields (docs/design.md §3.4): a number says where it
     #: came from

@@ -1,7 +1,8 @@
 """``results.csv``: one row per experiment, its latest record, rewritten atomically.
 
-The record's fields come first, in their documented order (``params`` and ``metrics`` as JSON
-text); then llem's normalized metrics as columns of their own (``metrics.output_tokens``, ...)
+The record's fields come first, in their documented order (``params``, ``metrics``,
+``gpu_uuids`` and the other dicts and lists as JSON text; ``lane`` a number, empty without
+lanes); then llem's normalized metrics as columns of their own (``metrics.output_tokens``, ...)
 and ``energy_per_output_token_j``, because a JSON cell is what a spreadsheet or
 ``pandas.read_csv`` cannot compare across engines without unpacking it first.
 """
@@ -36,7 +37,7 @@ def _number(value: Any) -> float | int | None:
 
 
 def csv_text(records: Iterable[Record]) -> str:
-    """Records as CSV (:data:`CSV_COLUMNS`): params and metrics as JSON, null empty."""
+    """Records as CSV (:data:`CSV_COLUMNS`): dicts and lists as JSON, null empty."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -44,7 +45,7 @@ def csv_text(records: Iterable[Record]) -> str:
         row = []
         for name in RECORD_FIELDS:
             value = getattr(record, name)
-            if isinstance(value, dict):
+            if isinstance(value, dict | list):  # params, metrics, gpu_uuids...: JSON text
                 value = json.dumps(value, sort_keys=True)
             row.append("" if value is None else value)
         metrics = record.metrics or {}

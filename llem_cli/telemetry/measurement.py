@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Method = Literal["counter", "power_sampling"]
 """How a GPU's energy was obtained: NVML's energy counter, or integrated sampled power."""
@@ -77,6 +77,9 @@ class Measurement:
     warnings: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
     per_gpu: dict[int, GpuMeasurement] = field(default_factory=dict)
+    #: with lanes: how many lanes were busy during the window (at most) and the mean power of
+    #: the GPUs outside it meanwhile (a hot neighbour changes results: users must see it)
+    neighbours: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready data (GPU indices as string keys, as JSON needs)."""
