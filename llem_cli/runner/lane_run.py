@@ -31,9 +31,9 @@ from llem_cli.docker.override import LanePin
 from llem_cli.docker.proc import SubprocessRunner
 from llem_cli.docker.service_facts import ServiceFacts
 from llem_cli.errors import LlemError, RunAborted
-from llem_cli.runner.lanes import Dispatcher, Lane, service_gpus
 from llem_cli.runner.containers import Containers
 from llem_cli.runner.faults import check_environment
+from llem_cli.runner.lanes import Dispatcher, Lane, service_gpus
 from llem_cli.runner.loop import CampaignLoop, EventLog, LoopContext, LoopState
 from llem_cli.runner.measuring import HostTelemetry, LogEvent, Measuring
 from llem_cli.signals import Cancelled, SignalReceived

@@ -13,7 +13,7 @@ import contextlib
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,8 @@ class LaneContainers:
         key = env["LLEM_EXPERIMENT_KEY"]
         uuids = env["LLEM_GPU_UUIDS"].split(",")
         with self.board.lock:
-            self.board.execs.append((self.lane.number, key, env["LLEM_LANE"], env["LLEM_GPU_UUIDS"]))
+            entry = (self.lane.number, key, env["LLEM_LANE"], env["LLEM_GPU_UUIDS"])
+            self.board.execs.append(entry)
             for uuid in uuids:
                 if uuid in self.board.busy:
                     self.board.overlaps.append(f"{key} and {self.board.busy[uuid]} on {uuid}")
@@ -310,7 +311,3 @@ def test_a_resume_runs_only_what_is_pending_across_lanes(tmp_path: Path) -> None
     ran = sorted(key for _, key, _, _ in r.board.execs)
     assert ran == sorted(k for k in all_keys if k not in done)
 
-
-@contextlib.contextmanager
-def _noop() -> Iterator[None]:
-    yield
