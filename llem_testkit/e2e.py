@@ -289,6 +289,8 @@ def assert_no_containers(campaign: E2ECampaign, *run_ids: str) -> None:
         assert not left, f"containers of run {run_id} left behind: {left}"
     left = containers(project)
     assert not left, f"containers of project {campaign.project} left behind: {left}"
+    lanes = containers(f"llem.project={campaign.project}")
+    assert not lanes, f"lane containers of {campaign.project} left behind: {lanes}"
 
 
 def service_container(campaign: E2ECampaign, service: str) -> str | None:

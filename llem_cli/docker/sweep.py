@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from llem_cli.docker.daemon import raise_if_unreachable
 from llem_cli.docker.docker_cli import DockerCLI, docker_argv
-from llem_cli.docker.override import RUN_LABEL
+from llem_cli.docker.override import BASE_PROJECT_LABEL, RUN_LABEL
 from llem_cli.docker.proc import CommandFailed, Runner, SubprocessRunner
 from llem_cli.signals import deferred
 
@@ -45,17 +45,25 @@ def teardown_by_label(
     # started in the same second out of the sweep.
     # Only containers llem started (they all carry llem.run): a container the user made by
     # hand in the same project is not llem's to remove.
-    labels = [RUN_LABEL + (f"={run_id}" if run_id else "")]
+    # A lane's containers are in its own project (<project>-l<n>) and carry the campaign's
+    # project as the label llem.project: a second query finds them.
+    run_label = RUN_LABEL + (f"={run_id}" if run_id else "")
+    queries = [[run_label]]
     if project is not None:
-        labels.append(f"{PROJECT_LABEL}={project}")
+        queries = [
+            [run_label, f"{PROJECT_LABEL}={project}"],
+            [run_label, f"{BASE_PROJECT_LABEL}={project}"],
+        ]
     ids: list[str] = []
     with deferred():
-        argv = cli.ps_ids(labels)
-        result = runner.run(argv, timeout=timeout, check=False)
-        raise_if_unreachable(result.returncode, result.stderr)
-        if not result.ok:
-            raise CommandFailed(argv, result.returncode, result.stderr_tail)
-        ids = list(dict.fromkeys(result.stdout.split()))
+        for labels in queries:
+            argv = cli.ps_ids(labels)
+            result = runner.run(argv, timeout=timeout, check=False)
+            raise_if_unreachable(result.returncode, result.stderr)
+            if not result.ok:
+                raise CommandFailed(argv, result.returncode, result.stderr_tail)
+            ids.extend(result.stdout.split())
+        ids = list(dict.fromkeys(ids))
         if ids:
             argv = cli.rm_force(ids)
             result = runner.run(argv, timeout=timeout, check=False)
