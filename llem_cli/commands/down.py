@@ -51,7 +51,7 @@ def bring_down(target: Path, out: Output) -> int:
         # started in the same second has the same llem.run label. The run's containers are
         # all in its compose project, so the project alone names them without that risk.
         if project is not None:
-            removed = teardown_by_label(project=project)
+            removed = teardown_by_label(project=project, include_lanes=True)
         else:
             removed = teardown_by_label(run_id=run.run_id)
     finally:

@@ -29,6 +29,7 @@ def teardown_by_label(
     runner: Runner | None = None,
     docker: Sequence[str] | None = None,
     timeout: float = 120.0,
+    include_lanes: bool = False,
 ) -> list[str]:
     """Remove llem's containers labelled ``llem.run=<run_id>`` and/or of ``project`` (both: AND).
 
@@ -46,14 +47,13 @@ def teardown_by_label(
     # Only containers llem started (they all carry llem.run): a container the user made by
     # hand in the same project is not llem's to remove.
     # A lane's containers are in its own project (<project>-l<n>) and carry the campaign's
-    # project as the label llem.project: a second query finds them.
+    # project as the label llem.project: with include_lanes a second query finds them.
     run_label = RUN_LABEL + (f"={run_id}" if run_id else "")
     queries = [[run_label]]
     if project is not None:
-        queries = [
-            [run_label, f"{PROJECT_LABEL}={project}"],
-            [run_label, f"{BASE_PROJECT_LABEL}={project}"],
-        ]
+        queries = [[run_label, f"{PROJECT_LABEL}={project}"]]
+        if include_lanes:
+            queries.append([run_label, f"{BASE_PROJECT_LABEL}={project}"])
     ids: list[str] = []
     with deferred():
         for labels in queries:

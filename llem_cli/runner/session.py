@@ -301,18 +301,22 @@ def _run_lanes(
     )
     leftovers = None
     if resumed:
-        leftovers = functools.partial(_remove_lane_leftovers, run, emit)
+        leftovers = functools.partial(_remove_lane_leftovers, run, campaign.project_name, emit)
     return run_lanes(setup, journal=journal, emit=emit, log=log, on_managers=leftovers)
 
 
-def _remove_lane_leftovers(run: RunDir, emit: Any, managers: list[ContainerManager]) -> None:
-    """A resume with lanes: remove what the stopped run left, in every lane's project and in
-    the campaign's own (its last session may have run without lanes)."""
-    for manager in managers:
-        _remove_leftovers(run, manager, emit)
+def _remove_lane_leftovers(
+    run: RunDir, project: str, emit: Any, managers: list[ContainerManager]
+) -> None:
+    """A resume with lanes: what the stopped run left, in the campaign's project and in every
+    lane's (whatever lanes its last session had)."""
+    if managers:
+        _remove_leftovers(run, managers[0], emit, project=project)
 
 
-def _remove_leftovers(run: RunDir, manager: ContainerManager, emit: Any) -> None:
+def _remove_leftovers(
+    run: RunDir, manager: ContainerManager, emit: Any, *, project: str | None = None
+) -> None:
     """A resume starts from fresh containers: remove those the stopped run left.
 
     A ``kill -9``ed llem leaves its containers up, the experiment it was running perhaps still
@@ -325,10 +329,11 @@ def _remove_leftovers(run: RunDir, manager: ContainerManager, emit: Any) -> None
     try:
         removed = teardown_by_label(
             run_id=run.run_id,
-            project=manager.project.name,
+            project=project or manager.project.name,
             runner=manager.runner,
             docker=manager.docker,
             timeout=manager.timeouts.command_s,
+            include_lanes=True,  # its last session may have run with lanes
         )
     except CommandFailed as exc:
         state = f"could not remove the stopped run's containers: {exc.one_line()}"
