@@ -36,7 +36,16 @@ if __package__ in (None, ""):
 from chaos.common import REPO, Row, log
 
 #: scenario module -> the order they run in (the daemon one last: it disturbs the engine most)
-SCENARIOS = ["fuzz", "secrets", "kill9", "docker_kill", "fullfs", "daemon"]
+SCENARIOS = [
+    "fuzz",
+    "secrets",
+    "kill9",
+    "docker_kill",
+    "lanes_kill9",
+    "lanes_docker_kill",
+    "fullfs",
+    "daemon",
+]
 
 HEADER = ("scenario", "repeats", "passed", "lost", "duplicated", "containers left", "seconds")
 
