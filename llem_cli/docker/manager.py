@@ -20,6 +20,7 @@ exec; ``docker inspect`` and ``docker events`` run only after a non-zero exit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -235,16 +236,21 @@ class ContainerManager:
         self._known(service)
         self._remove(service, check=True)
 
-    def teardown(self, *, force: bool = False, absorb_signals: bool = False) -> None:
+    def teardown(
+        self, *, force: bool = False, absorb_signals: bool = False, shield: bool = True
+    ) -> None:
         """``down --remove-orphans --timeout N``, then remove any container labelled with the run.
 
         Idempotent; a second Ctrl-C/SIGTERM while it runs is held until it is done. Skipped when
         nothing was started since the last teardown, unless ``force``. ``absorb_signals`` drops a
         signal that arrives meanwhile (used when an exception is already ending the run).
+        ``shield=False``: the caller holds :func:`deferred` itself (lanes tear down in threads,
+        and only the main thread may hold back signals).
         """
         if not (self._dirty or force):
             return
-        with deferred(absorb=absorb_signals):
+        guard = deferred(absorb=absorb_signals) if shield else contextlib.nullcontext()
+        with guard:
             result = self._run(
                 self.project.down(timeout_s=self.timeouts.stop_grace_s),
                 timeout=self.timeouts.command_s + self.timeouts.stop_grace_s,
@@ -257,6 +263,7 @@ class ContainerManager:
                 runner=self.runner,
                 docker=self.docker,
                 timeout=self.timeouts.command_s,
+                shield=shield,
             )
             self._ids.clear()
             self._dirty = False
@@ -491,6 +498,13 @@ class ContainerManager:
                     # the event can trail the exec's exit by a moment
                     time.sleep(0.5)
                     oom_events = self._oom_events(cid, result.started_at)
+            if oom_events == 0 and container.running:
+                # a `docker kill` of the container ends the exec (137) some 50-150 ms before
+                # the engine reports the container stopped: seen running at once, it was
+                # being killed; asked again after the wait above, it says so (chaos finding 12)
+                again = self.container_state(service, refresh=True)
+                if again is not None:
+                    container = again
         return container, oom_events
 
     def _oom_events(self, cid: str, since: float) -> int:

@@ -8,6 +8,7 @@ after ``compose down`` so nothing is left even when compose's view of the projec
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 
@@ -30,6 +31,7 @@ def teardown_by_label(
     docker: Sequence[str] | None = None,
     timeout: float = 120.0,
     include_lanes: bool = False,
+    shield: bool = True,
 ) -> list[str]:
     """Remove llem's containers labelled ``llem.run=<run_id>`` and/or of ``project`` (both: AND).
 
@@ -55,7 +57,7 @@ def teardown_by_label(
         if include_lanes:
             queries.append([run_label, f"{BASE_PROJECT_LABEL}={project}"])
     ids: list[str] = []
-    with deferred():
+    with deferred() if shield else contextlib.nullcontext():
         for labels in queries:
             argv = cli.ps_ids(labels)
             result = runner.run(argv, timeout=timeout, check=False)

@@ -17,6 +17,7 @@ a full disk) stops the whole run, as it would without lanes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +37,7 @@ from llem_cli.runner.faults import check_environment
 from llem_cli.runner.lanes import Dispatcher, Lane, service_gpus
 from llem_cli.runner.loop import CampaignLoop, EventLog, LoopContext, LoopState
 from llem_cli.runner.measuring import HostTelemetry, LogEvent, Measuring
-from llem_cli.signals import Cancelled, SignalReceived
+from llem_cli.signals import Cancelled, SignalReceived, deferred
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -188,6 +189,7 @@ def run_lanes(
             measuring.announce()
             measuring.measure_idle_baseline()
         _run_threads(workers, dispatcher, runner, log)
+        _teardown_together(managers)
         retired = {w.lane.number: w.retired for w in workers if w.retired is not None}
         left = dispatcher.pending()
         if retired and left:
@@ -196,6 +198,32 @@ def run_lanes(
                 f"every lane that could run the {len(left)} experiment(s) left retired ({reasons})"
             )
         return LanesOutcome(state, retired)
+
+
+def _teardown_together(managers: list[Any]) -> None:
+    """Tear every lane down at once (each is a few docker calls that mostly wait): the
+    sequential teardown of the ExitStack then finds nothing left to do. Signals are held by
+    the main thread for the whole of it; a lane whose teardown failed is torn down again,
+    alone, by the ExitStack."""
+    tearing = [m for m in managers if callable(getattr(m, "teardown", None))]
+    if len(tearing) < 2:
+        return
+    with deferred():
+        threads = [
+            threading.Thread(target=_quiet_teardown, args=(m,), name="llem-teardown")
+            for m in tearing
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def _quiet_teardown(manager: Any) -> None:
+    try:
+        manager.teardown(shield=False)
+    except Exception as exc:  # noqa: BLE001 - the ExitStack tears this lane down again
+        logging.getLogger(__name__).warning("lane teardown failed, retrying: %s", exc)
 
 
 def _run_threads(
