@@ -323,7 +323,7 @@ class CampaignLoop:
                 attempt += 1
                 after_restart = True
                 continue
-            measured = record_fields(measurement, thermal, includes_model_load=backend.loads_model)
+            measured = record_fields(measurement, thermal, includes_model_load=backend.includes_model_load)
             if mig:
                 measured = without_window_figures(
                     measured,

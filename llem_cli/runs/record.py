@@ -55,6 +55,8 @@ class Record:
     lane: int | None = None
     #: the host GPUs its container was pinned to and its energy was measured on (None: not pinned)
     gpu_uuids: list[str] | None = None
+    #: a serving backend's server configuration (12 hex digits; None outside serving backends)
+    server_id: str | None = None
     #: how the energy was measured (method, flags, warnings, reasons for nulls, thermal wait):
     #: llem's addition to the shared record fields (docs/design.md §3.4): a number says where it
     #: came from
