@@ -122,6 +122,20 @@ def _describe(event: dict[str, Any]) -> str | None:
         return None
     if kind == "container":
         return f"container {event['service']}: {event['state']}"
+    if kind == "server_start":
+        return f"server {event.get('server_id')} of {event['service']} starting"
+    if kind == "server_ready":
+        pct = event.get("memory_used_pct")
+        memory = f", GPU memory {pct:g}% used" if isinstance(pct, int | float) else ""
+        return (
+            f"server {event.get('server_id')} of {event['service']} ready after "
+            f"{event.get('waited_s', 0):g}s{memory}"
+        )
+    if kind == "server":
+        return (
+            f"server {event.get('server_id')} of {event['service']} loading "
+            f"({event.get('waited_s', 0):g}s)"
+        )
     if kind == "lanes":
         lanes = [lane for lane in event.get("lanes") or [] if isinstance(lane, dict)]
         parts = ", ".join(
