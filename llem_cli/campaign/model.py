@@ -396,6 +396,14 @@ class Campaign(_Strict):
         """Count metrics that ``llem results`` divides energy by."""
         return [] if isinstance(self.results, str) else list(self.results.per)
 
+    def keepalive_services(self) -> dict[str, bool]:
+        """Each compose service used -> whether its container idles on the keep-alive command
+        (a serving backend's runs its server instead, set per server configuration)."""
+        return {
+            self.service_of(name): backend.keepalive and not backend.serving
+            for name, backend in self.backends.items()
+        }
+
     def service_of(self, backend: str) -> str:
         """The compose service a backend runs in."""
         return self.backends[backend].service or backend

@@ -84,7 +84,7 @@ def dry_run_campaign(
 
     run_id = new_run_id()
     run = RunDir(loaded.results_dir(results_dir) / campaign.name / run_id)
-    services = {campaign.service_of(n): b.keepalive for n, b in campaign.backends.items()}
+    services = campaign.keepalive_services()
     echo(f"# dry run: nothing is started or written; run directory would be {run.root}")
     experiments = list(order_experiments(loaded.configs, campaign))
     compose = compose_for_dry_run()
