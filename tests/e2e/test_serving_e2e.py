@@ -12,6 +12,7 @@ with exit 4 and its last log lines in the record.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from llem_testkit.e2e import (
     no_traceback,
     records,
 )
+from llem_testkit.nvml_stub import Stub
 
 pytestmark = pytest.mark.docker
 
@@ -186,3 +188,49 @@ def test_dry_run_shows_the_server_start_and_ready_commands(tmp_path: Path) -> No
     assert "llem-fake-ready" in done.stdout
     plan = c.llem("plan", c.file)
     assert "server starts: 2 for 2 server configuration(s)" in plan.stdout
+
+
+def test_a_clients_steady_phase_is_measured_on_the_host(tmp_path: Path, stub: Stub) -> None:
+    """The stand-in NVML: 100 W idle, +500 W while the client marks the GPU busy (1.2 s, its
+    ``steady`` phase): the phase's energy is what the GPU drew in it, not the whole window's."""
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    uuid = "GPU-00000000-0000-0000-0000-000000000000"
+    stub.write_state(
+        {
+            "count": 1,
+            "t0": time.time(),
+            "busy_dir": busy,
+            "gpu0.energy_mj": 0,
+            "gpu0.energy_rate_mw": 100_000,
+            "gpu0.power_mw": 100_000,
+            "gpu0.busy_power_mw": 500_000,
+        }
+    )
+    c = campaign_for(tmp_path, "serve phases")
+    c.env.update(LD_LIBRARY_PATH=str(stub.lib_dir), FAKE_NVML_STATE=str(stub.state_file))
+    c.write(
+        {
+            "srv": {
+                "serve": ["llem-fake-server", "--load-s", "0.5"],
+                "ready": ["llem-fake-ready"],
+                "command": ["llem-fake-client", "--busy-s", "1.2", "rate={request_rate}"],
+                "env": {"LLEM_GPU_UUIDS": uuid, "LLEM_FAKE_BUSY_DIR": "/busy"},
+            }
+        },
+        services={"srv": {"volumes": [f"{busy}:/busy"]}},
+        grid={"request_rate": [1]},
+        execution={"cycles": 2},
+    )
+    try:
+        done = c.llem("run", c.file, "--no-progress", timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for rec in records(c.run_dir()).values():
+            steady = rec["phases"]["steady"]
+            assert steady["duration_s"] == pytest.approx(1.2, abs=0.15)
+            assert steady["energy_j"] == pytest.approx(600.0 * steady["duration_s"], rel=0.03)
+            assert steady["avg_power_w"] == pytest.approx(600.0, rel=0.03)
+            assert rec["energy_j"] > steady["energy_j"]  # the window holds more than the phase
+    finally:
+        c.cleanup()
+    assert_no_containers(c)
