@@ -128,6 +128,8 @@ class ContainerManager:
         self.docker_cli = DockerCLI(self.docker)
         #: a serving backend's server argv per service: the container's main process
         self.commands: dict[str, list[str]] = {}
+        #: a server's environment: values given to `up` only (the override names them)
+        self.server_env: dict[str, dict[str, str]] = {}
         self._prepared = False
         self._dirty = False  # something may be up since the last teardown
         self._ids: dict[str, str] = {}
@@ -170,15 +172,20 @@ class ContainerManager:
             facts=self.facts,
             name=self.project.override.name if self.project.override else None,
             commands=self.commands,
+            env_names={service: list(env) for service, env in self.server_env.items()},
         )
 
     # ---- servers (serving backends) -------------------------------------------------------------
 
-    def configure_server(self, service: str, argv: Sequence[str]) -> None:
+    def configure_server(
+        self, service: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> None:
         """Make ``argv`` the service's main process from its next start (``up`` recreates
-        the container when its command changed: a new server configuration)."""
+        the container when its command changed: a new server configuration), with ``env``
+        (the backend's) in its environment."""
         self._known(service)
         self.commands[service] = list(argv)
+        self.server_env[service] = dict(env or {})
         if self._prepared:
             self._write_override()
 
@@ -228,13 +235,14 @@ class ContainerManager:
         self._ids.pop(service, None)
         argv = self.project.up([service])
         deadline = time.monotonic() + self.timeouts.up_s
-        result = self._run(argv, timeout=self.timeouts.up_s)
+        env = self.server_env.get(service)
+        result = self._run(argv, timeout=self.timeouts.up_s, env=env)
         if not result.ok and _CONFLICT.search(result.stderr):
             log.warning(
                 "compose up hit a name conflict; retrying once: %s", last_line(result.stderr)
             )
             time.sleep(self.timeouts.conflict_pause_s)
-            result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()))
+            result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()), env=env)
         for _ in range(_DIED_DURING_UP_RETRIES):
             # the container started and then died while --wait watched it (killed, OOM at
             # start-up): a transient a fresh container usually survives; a broken image or
@@ -247,7 +255,7 @@ class ContainerManager:
             )
             self._remove(service)
             time.sleep(self.timeouts.conflict_pause_s)
-            result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()))
+            result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()), env=env)
         emulate_wait = result.ok and not self.dry_run and not self.compose.supports_wait
         if emulate_wait and not self._wait_running(service, deadline):
             result = Result(

@@ -54,8 +54,11 @@ class Containers(Protocol):
         """Remove the container: its backend has nothing left to run."""
         ...
 
-    def configure_server(self, service: str, argv: Sequence[str]) -> None:
-        """A serving backend: ``argv`` becomes the container's main process at its next start."""
+    def configure_server(
+        self, service: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> None:
+        """A serving backend: ``argv`` (with ``env``) becomes the container's main process at
+        its next start."""
         ...
 
     def ready(self, service: str, argv: Sequence[str], *, timeout_s: float) -> tuple[str, str]:

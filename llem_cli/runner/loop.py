@@ -510,7 +510,7 @@ class CampaignLoop:
             return
         argv = server_argv(self.campaign, self.run_id, experiment.config)
         backend = self.campaign.backends[experiment.config.backend]
-        self.containers.configure_server(service, argv)
+        self.containers.configure_server(service, argv, backend.env)
         self.log(
             "server_start",
             **self._lane_fields(),

@@ -234,3 +234,34 @@ def test_a_clients_steady_phase_is_measured_on_the_host(tmp_path: Path, stub: St
     finally:
         c.cleanup()
     assert_no_containers(c)
+
+
+def test_the_server_gets_the_backend_env_and_the_secret_is_written_nowhere(
+    tmp_path: Path,
+) -> None:
+    secret = "hf_SeRvErSeCrEt123"
+    c = campaign_for(tmp_path, "serve env")
+    c.write(
+        {
+            "srv": {
+                # ${HF_TOKEN} is the container shell's: the server writes what it sees
+                "serve": ["sh", "-c", 'echo "$HF_TOKEN" > /llem/run/seen; exec llem-fake-server'],
+                "ready": ["llem-fake-ready"],
+                "command": ["llem-fake-client", "rate={request_rate}"],
+                "env": {"HF_TOKEN": secret},
+            }
+        },
+        grid={"request_rate": [1]},
+    )
+    try:
+        done = c.llem("run", c.file, "--no-progress", timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+        run = c.run_dir()
+        assert (run / "seen").read_text().strip() == secret
+        for path in run.rglob("*"):
+            if path.is_file() and path.name not in ("seen", "campaign.yaml"):
+                assert secret not in path.read_text(errors="replace"), path
+        assert secret not in done.stdout + done.stderr
+    finally:
+        c.cleanup()
+    assert_no_containers(c)

@@ -54,7 +54,9 @@ class ServerContainers:
         self.calls.append(("start", service, " ".join(self.command.get(service, []))))
         self.polls_left = self.load_polls
 
-    def configure_server(self, service: str, argv: Sequence[str]) -> None:
+    def configure_server(
+        self, service: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> None:
         self.command[service] = list(argv)
 
     def ready(self, service: str, argv: Sequence[str], *, timeout_s: float) -> tuple[str, str]:
