@@ -373,6 +373,12 @@ class RichReporter:
                 self._lane_status(lane, _describe(event) or "", start=None)
             else:
                 self._status(line or "")
+        if kind == "server":  # a server loading: its own line would repeat every 10 s
+            if lane is not None:
+                self._lane_status(lane, _describe(event) or "", start=None)
+            else:
+                self._status(_describe(event) or "")
+            return
         if line:
             self.progress.console.print(line, highlight=False, markup=False)
 
