@@ -55,6 +55,7 @@ bench: venv engine $(BENCH_TOOLS)
 	-$(PY) bench/bench_journal.py
 	-$(PY) bench/bench_resume_results.py
 	-$(PY) bench/bench_against_revision.py
+	-$(PY) bench/bench_serving.py
 
 # fault injection (docs/reliability.md): kill -9, docker kill, daemon stop, full disk, fuzzing,
 # secrets; one table row per scenario, non-zero exit on any failure. CHAOS_ARGS=--quick for a smoke run
