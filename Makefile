@@ -56,6 +56,7 @@ bench: venv engine $(BENCH_TOOLS)
 	-$(PY) bench/bench_resume_results.py
 	-$(PY) bench/bench_against_revision.py
 	-$(PY) bench/bench_lanes.py
+	-$(PY) bench/bench_serving.py
 
 # fault injection (docs/reliability.md): kill -9, docker kill (also of 4-lane runs), daemon stop,
 # full disk, fuzzing, secrets; one table row per scenario, non-zero exit on any failure.

@@ -350,9 +350,20 @@ def doctor(campaign: Path | None, as_json: bool) -> None:
     is_flag=True,
     help="Also write PATH's compose file (<stem>.compose.yml) and the scripts it mounts.",
 )
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="A serving campaign: each engine's server, a ready check and its serving benchmark "
+    "as the client (vllm, sglang, tensorrt; default: vllm).",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 def init(
-    path: Path, backends: tuple[str, ...], model: str, with_compose: bool, force: bool
+    path: Path,
+    backends: tuple[str, ...],
+    model: str,
+    with_compose: bool,
+    serve: bool,
+    force: bool,
 ) -> None:
     """Write a commented starting campaign (default PATH: campaign.yaml) that validates as written.
 
@@ -361,11 +372,16 @@ def init(
     compose file and the scripts it mounts beside PATH, as --compose does, one output line per
     file. Existing files are never overwritten without --force (exit 2).
 
+    With --serve each engine runs as a server (backend <engine>-serve: serve, ready, and its
+    serving benchmark as each experiment's client), crossing the server's cap on running
+    requests with the client's request rate; pytorch has no server (exit 2).
+
     \b
     Examples:
       llem init --backend vllm --compose                 # campaign.yaml + campaign.compose.yml
       llem init -b pytorch -b vllm --model meta-llama/Llama-3.2-1B my.yaml --compose
       llem init campaigns/mine.yaml -b sglang            # uses compose/sglang.yml if found
+      llem init --serve -b vllm -b sglang serving.yaml   # servers + serving benchmarks
     """
     from llem_cli.commands.init import init_campaign
 
@@ -376,6 +392,7 @@ def init(
         with_compose=with_compose,
         force=force,
         out=get_output(),
+        serve=serve,
     )
     click.get_current_context().exit(code)
 

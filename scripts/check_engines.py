@@ -14,7 +14,13 @@ no Docker and none of the engines' dependencies:
 3. every option of every shipped command is looked up, with :mod:`ast`, in the ``add_argument``
    and click ``option`` calls of the functions that build the parser of the command it belongs to
    (``vllm bench throughput``, ``python3 -m sglang.bench_offline_throughput``,
-   ``trtllm-bench ... throughput``, and llem's own scripts), and so is every subcommand word;
+   ``trtllm-bench ... throughput``, and llem's own scripts; for the serving backends the servers,
+   ``vllm serve``, ``python3 -m sglang.launch_server``, ``trtllm-serve``, and their clients,
+   ``vllm bench serve``, ``python3 -m sglang.bench_serving``,
+   ``python3 -m tensorrt_llm.serve.scripts.benchmark_serving``), and so is every subcommand word;
+   an option the release builds at run time (vLLM's ``--port`` from a dataclass field, its
+   ``--no-...`` from ``BooleanOptionalAction``) counts only where the lines that build it are
+   all found (``derived``);
 4. SGLang's data path is run: the pinned ``get_dataset``/``sample_random_requests`` and the
    warm-up's call, lifted out of the wheel's source and run with stand-ins for numpy and the
    tokenizer, on the file ``llem_sglang_dataset.py`` writes, with sockets disabled, so
@@ -60,7 +66,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a file (make, CI): llem_cli from this checkout
 
-from llem_cli.templates import BACKENDS, SCRIPTS_MOUNT, compose_text  # noqa: E402
+from llem_cli.templates import BACKENDS, SCRIPTS_MOUNT, SERVING, compose_text  # noqa: E402
 
 CACHE = ROOT / ".cache" / "engines"
 SCRIPTS = ROOT / "llem_cli" / "templates" / "compose" / "scripts"
@@ -100,17 +106,37 @@ class Stage:
     scopes: tuple[str, ...] = ()
     evidence: tuple[Evidence, ...] = ()
     own: bool = False
+    #: options the release builds at run time, each with the lines that show how: found only
+    #: when every one of them is (never a literal that is not there)
+    derived: tuple[tuple[str, tuple[Evidence, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
 class Engine:
-    """An engine llem ships a command for: how to find its release and parse its commands."""
+    """An engine llem ships a command for: how to find its release and parse its commands.
+
+    ``backend`` is the campaign backend the argv belongs to and ``part`` which of its argvs
+    (``command``; a serving backend's ``serve`` too); ``image`` the backend whose compose file
+    pins the release (default: ``backend``; a serving backend runs on its engine's service).
+    """
 
     backend: str
     stages: tuple[Stage, ...]
     distribution: str | None = None  # PyPI project; None: llem's own script only
     version_pattern: str = ""  # on the image reference; group "version"
     github: str | None = None  # owner/name: the release's files from its tag, if PyPI has none
+    part: str = "command"
+    image: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How the report names it: the backend, and for a serving backend the argv's field."""
+        return self.backend if self.image is None else f"{self.backend}.{self.part}"
+
+    @property
+    def image_backend(self) -> str:
+        """The backend whose compose file gives the image (and so the version)."""
+        return self.image or self.backend
 
 
 def _script(name: str) -> Stage:
@@ -121,6 +147,158 @@ def _script(name: str) -> Stage:
         own=True,
     )
 
+
+VLLM_VERSION = r"^vllm/vllm-openai:v(?P<version>[0-9][^-]*)$"
+SGLANG_VERSION = r"^lmsysorg/sglang:v(?P<version>[0-9][^-]*)(-.*)?$"
+TENSORRT_VERSION = r"^nvcr\.io/nvidia/tensorrt-llm/release:(?P<version>[0-9][^-]*)$"
+VLLM_ENTRY = Evidence("*.dist-info/entry_points.txt", r"^vllm = vllm\.entrypoints\.cli\.main:main$")
+VLLM_ARG_UTILS = "vllm/engine/arg_utils.py"
+VLLM_FRONTEND = "vllm/entrypoints/openai/cli_args.py"
+#: vLLM builds a ``--x``/``--no-x`` pair for every boolean config field
+VLLM_BOOLEAN = Evidence(
+    VLLM_ARG_UTILS, r'kwargs\[name\]\["action"\] = argparse\.BooleanOptionalAction'
+)
+SGLANG_DATASET = _script("llem_sglang_dataset.py")
+
+#: the serving backends' argvs (llem_cli.templates.SERVING): each server and each client
+SERVING_ENGINES: tuple[Engine, ...] = (
+    Engine(
+        "vllm-serve",
+        (
+            Stage("vllm", evidence=(VLLM_ENTRY,)),
+            Stage(
+                "serve",
+                scopes=(
+                    f"{VLLM_FRONTEND}::make_arg_parser",
+                    f"{VLLM_FRONTEND}::FrontendArgs.add_cli_args",
+                    f"{VLLM_ARG_UTILS}::EngineArgs.add_cli_args",
+                    f"{VLLM_ARG_UTILS}::AsyncEngineArgs.add_cli_args",
+                ),
+                evidence=(
+                    Evidence("vllm/entrypoints/cli/serve.py", r'^\s*name = "serve"$'),
+                    Evidence("vllm/entrypoints/cli/main.py", r"vllm\.entrypoints\.cli\.serve,"),
+                ),
+                derived=(
+                    (
+                        "--port",
+                        (
+                            Evidence(VLLM_FRONTEND, r"^\s+port: int = 8000$"),
+                            Evidence(
+                                VLLM_FRONTEND,
+                                r"add_argument\(f\"--\{key\.replace\('_', '-'\)\}\", \*\*value\)",
+                            ),
+                        ),
+                    ),
+                    (
+                        "--no-enable-prefix-caching",
+                        (
+                            Evidence(VLLM_ARG_UTILS, r'add_argument\("--enable-prefix-caching",$'),
+                            Evidence(
+                                "vllm/config/cache.py", r"enable_prefix_caching: Optional\[bool\]"
+                            ),
+                            VLLM_BOOLEAN,
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        distribution="vllm",
+        version_pattern=VLLM_VERSION,
+        part="serve",
+        image="vllm",
+    ),
+    Engine(
+        "vllm-serve",
+        (
+            Stage("vllm", evidence=(VLLM_ENTRY,)),
+            Stage(
+                "bench",
+                evidence=(
+                    Evidence("vllm/entrypoints/cli/benchmark/main.py", r'^\s*name = "bench"$'),
+                ),
+            ),
+            Stage(
+                "serve",
+                scopes=(
+                    "vllm/benchmarks/serve.py::add_cli_args",
+                    "vllm/benchmarks/datasets.py::add_dataset_parser",
+                ),
+                evidence=(
+                    Evidence("vllm/entrypoints/cli/benchmark/serve.py", r'^\s*name = "serve"$'),
+                    Evidence("vllm/entrypoints/cli/__init__.py", r"BenchmarkServingSubcommand$"),
+                ),
+            ),
+        ),
+        distribution="vllm",
+        version_pattern=VLLM_VERSION,
+        image="vllm",
+    ),
+    Engine(
+        "sglang-serve",
+        (
+            Stage(
+                "sglang.launch_server",
+                scopes=("sglang/srt/server_args.py::ServerArgs.add_cli_args",),
+                evidence=(Evidence("sglang/launch_server.py", r'^if __name__ == "__main__":$'),),
+            ),
+        ),
+        distribution="sglang",
+        version_pattern=SGLANG_VERSION,
+        part="serve",
+        image="sglang",
+    ),
+    Engine(
+        "sglang-serve",
+        (
+            SGLANG_DATASET,
+            Stage(
+                "sglang.bench_serving",
+                scopes=("sglang/bench_serving.py",),
+                evidence=(Evidence("sglang/bench_serving.py", r'^if __name__ == "__main__":$'),),
+            ),
+        ),
+        distribution="sglang",
+        version_pattern=SGLANG_VERSION,
+        image="sglang",
+    ),
+    Engine(
+        "tensorrt-serve",
+        (
+            Stage(
+                "trtllm-serve",
+                scopes=("tensorrt_llm/commands/serve.py::serve",),
+                evidence=(
+                    Evidence("tensorrt_llm/commands/serve.py", r'^@click\.command\("serve"\)$'),
+                ),
+            ),
+        ),
+        distribution="tensorrt_llm",
+        version_pattern=TENSORRT_VERSION,
+        github="NVIDIA/TensorRT-LLM",
+        part="serve",
+        image="tensorrt",
+    ),
+    Engine(
+        "tensorrt-serve",
+        (
+            SGLANG_DATASET,
+            Stage(
+                "tensorrt_llm.serve.scripts.benchmark_serving",
+                scopes=("tensorrt_llm/serve/scripts/benchmark_serving.py",),
+                evidence=(
+                    Evidence(
+                        "tensorrt_llm/serve/scripts/benchmark_serving.py",
+                        r'^if __name__ == "__main__":$',
+                    ),
+                ),
+            ),
+        ),
+        distribution="tensorrt_llm",
+        version_pattern=TENSORRT_VERSION,
+        github="NVIDIA/TensorRT-LLM",
+        image="tensorrt",
+    ),
+)
 
 ENGINES: dict[str, Engine] = {
     "pytorch": Engine("pytorch", (_script("llem_generate_bench.py"),)),
@@ -212,8 +390,9 @@ ENGINES: dict[str, Engine] = {
             ),
         ),
         distribution="sglang",
-        version_pattern=r"^lmsysorg/sglang:v(?P<version>[0-9][^-]*)(-.*)?$",
+        version_pattern=SGLANG_VERSION,
     ),
+    **{engine.label: engine for engine in SERVING_ENGINES},
 }
 
 
@@ -373,23 +552,43 @@ def find_evidence(source: Source, evidence: Evidence) -> Declared | None:
 
 @dataclass(frozen=True)
 class Command:
-    """One shipped command of a backend and where it ships."""
+    """One shipped argv of a backend (its ``command``, or a serving backend's ``serve``) and
+    where it ships."""
 
     backend: str
     origin: str
     argv: tuple[str, ...]
+    part: str = "command"
+
+
+PARTS = ("serve", "command")
+"""The argvs of a backend that are checked (``ready`` runs the image's Python: no options)."""
 
 
 def shipped_commands(campaigns: Path = CAMPAIGNS) -> list[Command]:
-    """``llem init``'s template per engine, and each campaign's command for a backend so named."""
-    commands = [Command(name, "llem init template", t.command) for name, t in BACKENDS.items()]
+    """``llem init``'s templates (each engine's, each server's serve and client), and each
+    campaign's argvs for a backend so named."""
+    origin = "llem init template"
+    commands = [Command(name, origin, t.command) for name, t in BACKENDS.items()]
+    for serving in SERVING.values():
+        commands.append(Command(serving.name, origin, serving.serve, "serve"))
+        commands.append(Command(serving.name, origin, serving.command))
+    known = {engine.backend for engine in ENGINES.values()}
     for path in sorted(campaigns.glob("*.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for name, backend in (data.get("backends") or {}).items():
-            if name in ENGINES and isinstance(backend, dict) and "command" in backend:
-                argv = tuple(str(item) for item in backend["command"])
-                commands.append(Command(name, f"campaigns/{path.name}", argv))
+            if name not in known or not isinstance(backend, dict):
+                continue
+            for part in PARTS:
+                if isinstance(backend.get(part), list):
+                    argv = tuple(str(item) for item in backend[part])
+                    commands.append(Command(name, f"campaigns/{path.name}", argv, part))
     return commands
+
+
+def commands_of(engine: Engine, commands: Sequence[Command]) -> list[Command]:
+    """The shipped argvs an engine entry checks: its backend's, of its part."""
+    return [c for c in commands if c.backend == engine.backend and c.part == engine.part]
 
 
 class StageNotFound(LookupError):
@@ -435,7 +634,7 @@ def image_of(backend: str) -> str:
 def pinned_version(engine: Engine) -> str | None:
     """The engine's version, from its image tag."""
     match = (
-        re.match(engine.version_pattern, image_of(engine.backend))
+        re.match(engine.version_pattern, image_of(engine.image_backend))
         if engine.version_pattern
         else None
     )
@@ -513,15 +712,20 @@ def fetch_wheel(
 
 
 def fetch_github(repo: str, tag: str, paths: Sequence[str], cache: Path, offline: bool) -> Fetched:
-    """The given files of a release from its GitHub tag (raw files, each a small download)."""
+    """The given files of a release from its GitHub tag (raw files, each a small download).
+
+    One folder per tag, shared by the engine entries that read it (``tensorrt`` and the
+    ``tensorrt-serve`` ones read different files): a file already there is not fetched again,
+    and the entry's files must all be there.
+    """
     folder = cache / f"{repo.replace('/', '+')}@{tag}"
-    done = folder / ".complete"
     label = f"github.com/{repo} at {tag} ({len(paths)} files)"
-    if done.exists():
+    missing = [path for path in paths if not (folder / path).is_file()]
+    if not missing:
         return Fetched(FolderSource(folder, label))
     if offline:
         return Fetched(None, [f"GitHub {repo}@{tag}: not in the cache (--offline)"])
-    for path in paths:
+    for path in missing:
         url = f"https://raw.githubusercontent.com/{repo}/{tag}/{path}"
         try:
             with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310 (fixed https host)
@@ -531,8 +735,9 @@ def fetch_github(repo: str, tag: str, paths: Sequence[str], cache: Path, offline
             return Fetched(None, [f"GitHub {repo}@{tag}: {path}: {reason}"])
         target = folder / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(body)
-    done.write_text(tag + "\n", encoding="utf-8")
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(body)
+        tmp.replace(target)  # whole or absent: a file here is a file fetched
     return Fetched(FolderSource(folder, label))
 
 
@@ -593,13 +798,15 @@ def check_engine(
     with the release must look at.
     """
     declared: dict[Stage, dict[str, Declared]] = {}
+
+    def source_of(stage: Stage) -> Source | None:
+        return own if stage.own else release
+
     for stage in engine.stages:
-        source = own if stage.own else release
+        source = source_of(stage)
         if source is None:
             if stage.evidence:
-                report.add(
-                    engine.backend, f"`{stage.word}`", "-", "not checked: no source reachable"
-                )
+                report.add(engine.label, f"`{stage.word}`", "-", "not checked: no source reachable")
             continue
         options: dict[str, Declared] = {}
         for scope in stage.scopes:
@@ -607,24 +814,24 @@ def check_engine(
             text = source.read(path)
             if text is None:
                 report.failed += 1
-                report.add(engine.backend, f"({path})", "FAILED", "file not in the release")
+                report.add(engine.label, f"({path})", "FAILED", "file not in the release")
                 continue
             try:
                 for option, where in declared_options(text, path, qualname).items():
                     options.setdefault(option, where)
             except ScopeMissing:
                 report.failed += 1
-                report.add(engine.backend, f"({scope})", "FAILED", "function not in the file")
+                report.add(engine.label, f"({scope})", "FAILED", "function not in the file")
             except SyntaxError as exc:
                 report.failed += 1
-                report.add(engine.backend, f"({path})", "FAILED", f"unparsable here: {exc}")
+                report.add(engine.label, f"({path})", "FAILED", f"unparsable here: {exc}")
         declared[stage] = options
         if stage.evidence:
             places = [find_evidence(source, e) for e in stage.evidence]
             if all(places):
                 report.found += 1
                 report.add(
-                    engine.backend,
+                    engine.label,
                     f"`{stage.word}`",
                     "found",
                     ", ".join(p.render() for p in places if p),
@@ -633,7 +840,7 @@ def check_engine(
                 report.missing += 1
                 absent = [e.path for e, p in zip(stage.evidence, places, strict=True) if p is None]
                 report.add(
-                    engine.backend, f"`{stage.word}`", "MISSING", "not in " + ", ".join(absent)
+                    engine.label, f"`{stage.word}`", "MISSING", "not in " + ", ".join(absent)
                 )
     seen: set[tuple[str, str]] = set()
     for command in commands:
@@ -641,9 +848,7 @@ def check_engine(
             pairs = options_by_stage(command.argv, engine.stages)
         except StageNotFound as exc:
             report.failed += 1
-            report.add(
-                engine.backend, f"({command.origin})", "FAILED", f"no `{exc}` in the command"
-            )
+            report.add(engine.label, f"({command.origin})", "FAILED", f"no `{exc}` in the command")
             continue
         for stage, option in pairs:
             if (stage.word, option) in seen:
@@ -651,20 +856,29 @@ def check_engine(
             seen.add((stage.word, option))
             shown = option if not stage.own else f"{Path(stage.word).name} {option}"
             if stage not in declared:
-                report.add(engine.backend, shown, "-", "not checked: no source reachable")
+                report.add(engine.label, shown, "-", "not checked: no source reachable")
                 continue
             place = declared[stage].get(option)
+            derived = dict(stage.derived).get(option)
+            source = source_of(stage)
+            if place is None and derived is not None and source is not None:
+                places = [find_evidence(source, e) for e in derived]
+                if all(places):
+                    report.found += 1
+                    shown_places = ", ".join(p.render() for p in places if p)
+                    report.add(engine.label, shown, "derived", shown_places)
+                    continue
             if place is None:
                 report.missing += 1
                 report.add(
-                    engine.backend,
+                    engine.label,
                     shown,
                     "MISSING",
                     f"after `{stage.word}`: in no {' / '.join(stage.scopes) or 'parser'}",
                 )
             else:
                 report.found += 1
-                report.add(engine.backend, shown, "found", place.render())
+                report.add(engine.label, shown, "found", place.render())
 
 
 # --- SGLang's data path, run on the pinned source -------------------------------------------------
@@ -809,13 +1023,14 @@ class Workload:
     output_len: int
 
 
-def shipped_workloads(campaigns: Path = CAMPAIGNS) -> list[Workload]:
-    """Every (num_prompts, input_len, output_len) a shipped campaign's grid gives SGLang."""
+def shipped_workloads(campaigns: Path = CAMPAIGNS, backend: str = "sglang") -> list[Workload]:
+    """Every (num_prompts, input_len, output_len) a shipped campaign's grid gives ``backend``
+    (``sglang``, or the serving ``sglang-serve``)."""
     found: list[Workload] = []
     for path in sorted(campaigns.glob("*.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         grid = data.get("grid") or {}
-        if "sglang" not in (data.get("backends") or {}):
+        if backend not in (data.get("backends") or {}):
             continue
         for n in grid.get("num_prompts", []):
             for i in grid.get("input_len", []):
@@ -826,6 +1041,9 @@ def shipped_workloads(campaigns: Path = CAMPAIGNS) -> list[Workload]:
 
 BENCH_SERVING = "sglang/bench_serving.py"
 OFFLINE = "sglang/bench_offline_throughput.py"
+#: ``python3 -m sglang.bench_serving``'s own defaults the sampler reads (its parser is built in
+#: ``if __name__ == "__main__":``, not in a class): ``--seed`` (``default=1``)
+SERVING_DEFAULTS = {"seed": 1, "dataset_path": ""}
 
 
 def check_sglang_data(
@@ -834,6 +1052,7 @@ def check_sglang_data(
     workload: Workload,
     report: Report,
     python: str = sys.executable,
+    label: str = "sglang",
 ) -> None:
     """Run the shipped command's data preparation and the pinned SGLang sampling on it.
 
@@ -842,12 +1061,15 @@ def check_sglang_data(
     ``sample_random_requests`` call of ``throughput_test`` (the warm-up), lifted from the
     release's source, run on it with sockets refused and ``download_and_cache_file`` replaced
     by a function that fails the check. Each must give its requests at the exact lengths.
+    The serving client (``sglang.bench_serving``) samples its measured requests through the
+    same ``get_dataset``; its warm-up sends the first of them again (none with
+    ``--warmup-requests 0``), so no other sampling is run for it.
     """
     name = "data " + workload.origin.removeprefix("campaigns/")
     serving, offline = release.read(BENCH_SERVING), release.read(OFFLINE)
     if serving is None or offline is None:
         report.failed += 1
-        report.add("sglang", name, "FAILED", f"{BENCH_SERVING} or {OFFLINE} not in the release")
+        report.add(label, name, "FAILED", f"{BENCH_SERVING} or {OFFLINE} not in the release")
         return
     with tempfile.TemporaryDirectory(prefix="llem-check-") as folder:
         params = {
@@ -865,23 +1087,26 @@ def check_sglang_data(
             if done.returncode != 0:
                 report.failed += 1
                 detail = f"{Path(script).name}: {done.stderr.strip()[-200:]}"
-                report.add("sglang", name, "FAILED", detail)
+                report.add(label, name, "FAILED", detail)
                 return
-        values = class_defaults(offline, OFFLINE, "BenchArgs") | parsed_values(engine_argv)
-        args = SimpleNamespace(**values)
+        client = "sglang.bench_serving" in engine_argv
+        defaults = SERVING_DEFAULTS if client else class_defaults(offline, OFFLINE, "BenchArgs")
+        args = SimpleNamespace(**(defaults | parsed_values(engine_argv)))
         try:
             skipped = "--skip-warmup" in engine_argv
-            outcome = _sample_like_sglang(serving, offline, args, workload, skipped)
+            outcome = _sample_like_sglang(
+                serving, offline, args, workload, skipped, offline_warmup=not client
+            )
         except DownloadAttempted as exc:
             report.failed += 1
-            report.add("sglang", name, "FAILED", f"the pinned sampler tried a download ({exc})")
+            report.add(label, name, "FAILED", f"the pinned sampler tried a download ({exc})")
             return
         except Exception as exc:  # noqa: BLE001 (any failure of the lifted code is the check's result)
             report.failed += 1
-            report.add("sglang", name, "FAILED", f"could not run the pinned sampler: {exc!r}")
+            report.add(label, name, "FAILED", f"could not run the pinned sampler: {exc!r}")
             return
     report.found += 1
-    report.add("sglang", name, "ok", outcome)
+    report.add(label, name, "ok", outcome)
 
 
 def _sample_like_sglang(
@@ -890,8 +1115,10 @@ def _sample_like_sglang(
     args: SimpleNamespace,
     workload: Workload,
     warmup_skipped: bool = False,
+    offline_warmup: bool = True,
 ) -> str:
-    """Measured requests through ``get_dataset``, warm-up through ``throughput_test``'s calls.
+    """Measured requests through ``get_dataset``, warm-up through ``throughput_test``'s calls
+    (``offline_warmup``: the offline benchmark's; the serving client has none of its own).
 
     The warm-up's prompts are drawn even with ``--skip-warmup`` (only running them is
     skipped), so they are sampled either way; the line says whether they run.
@@ -913,7 +1140,8 @@ def _sample_like_sglang(
     tokenizer = FakeTokenizer()
     with no_network():
         measured = namespace["get_dataset"](args, tokenizer)
-        warmups = [_call_with(call, namespace, args, tokenizer) for call in _warmup_calls(offline)]
+        calls = _warmup_calls(offline) if offline_warmup else []
+        warmups = [_call_with(call, namespace, args, tokenizer) for call in calls]
     if download_calls:
         raise DownloadAttempted(download_calls[0])
     wanted = (workload.num_prompts, workload.input_len, workload.output_len)
@@ -1027,41 +1255,37 @@ def check_all(
     )
     commands = shipped_commands()
     own = FolderSource(ROOT, "this checkout")
-    for backend, engine in ENGINES.items():
-        mine = [c for c in commands if c.backend == backend]
+    for label, engine in ENGINES.items():
+        mine = commands_of(engine, commands)
         origins = ", ".join(c.origin for c in mine)
+        image = image_of(engine.image_backend)
         release: Source | None = None
         if engine.distribution is None:
-            report.note(f"\n{backend}: llem's own script, from this checkout; commands: {origins}")
+            report.note(f"\n{label}: llem's own script, from this checkout; commands: {origins}")
         else:
             version = pinned_version(engine)
             if version is None:
                 report.failed += 1
-                report.note(
-                    f"\n{backend}: FAILED: no version in the image tag {image_of(backend)!r}"
-                )
+                report.note(f"\n{label}: FAILED: no version in the image tag {image!r}")
                 continue
             fetched = fetch_release(engine, version, cache, offline, runner)
             release = fetched.source
             if release is None:
-                report.not_checked.append(backend)
-                report.note(
-                    f"\n{backend} {version} ({image_of(backend)}): not checked: no source reachable"
-                )
+                if engine.image_backend not in report.not_checked:
+                    report.not_checked.append(engine.image_backend)
+                report.note(f"\n{label} {version} ({image}): not checked: no source reachable")
                 for attempt in fetched.tried:
                     report.note(f"  tried {attempt}")
             else:
-                report.note(
-                    f"\n{backend} {version} ({image_of(backend)}): {release.label}; "
-                    f"commands: {origins}"
-                )
+                report.note(f"\n{label} {version} ({image}): {release.label}; commands: {origins}")
         check_engine(engine, mine, release, own, report)
-        if backend == "sglang" and release is not None:
+        sglang_client = engine.backend in ("sglang", "sglang-serve") and engine.part == "command"
+        if sglang_client and release is not None:
             for command in {c.argv: c for c in mine}.values():
-                for workload in shipped_workloads():
-                    check_sglang_data(release, command, workload, report)
-        if images:
-            check_image(backend, report, runner)
+                for workload in shipped_workloads(backend=engine.backend):
+                    check_sglang_data(release, command, workload, report, label=label)
+        if images and engine.image is None:  # a serving backend runs on its engine's image
+            check_image(label, report, runner)
     summary = f"\nresult: {report.found} found, {report.missing} missing, {report.failed} failed"
     if report.not_checked:
         summary += "; not checked (no source reachable): " + ", ".join(report.not_checked)

@@ -12,7 +12,7 @@ from pathlib import Path
 from llem_cli.campaign.compose_services import ComposeFileError, read_compose_services
 from llem_cli.campaign.expansion import Expansion, expand
 from llem_cli.campaign.model import NAME_PATTERN, Campaign, MetricFormula
-from llem_cli.campaign.placeholders import BUILTINS, placeholder_names
+from llem_cli.campaign.placeholders import BUILTINS, PER_EXPERIMENT, placeholder_names
 from llem_cli.campaign.problems import Problem, did_you_mean, dotted
 from llem_cli.campaign.yaml_source import PathKey, SourceDoc, child
 
@@ -55,6 +55,7 @@ def check_campaign(
         out.error((), "the campaign expands to no configuration (add a grid or experiments)")
         return expansion, out.problems
     _check_placeholders(campaign, expansion, out)
+    _check_serving(campaign, out)
     _check_metric_params(campaign, expansion, out)
     _check_prune_axes(campaign, expansion, out)
     _warn_number_like_text(out)
@@ -266,27 +267,66 @@ def _check_placeholders(campaign: Campaign, expansion: Expansion, out: _Collecto
         if not backend_shapes:
             continue
         everywhere = frozenset.intersection(*backend_shapes)
-        for index, item in enumerate(backend.command):
-            for placeholder in placeholder_names(item):
-                if placeholder in BUILTINS or placeholder in everywhere:
-                    continue
-                path = ("backends", name, "command", index)
-                lacking = [o for keys, o in backend_shapes.items() if placeholder not in keys]
-                if len(lacking) < len(backend_shapes):
-                    out.error(
-                        path,
-                        f"placeholder {{{placeholder}}} is missing from some configurations of "
-                        f"'{name}' (e.g. {dotted(lacking[0])}); "
-                        f"add it there or write {{{{{placeholder}}}}}",
-                    )
-                else:
-                    params = ", ".join(sorted(everywhere)) or "none"
-                    out.error(
-                        path,
-                        f"placeholder {{{placeholder}}} matches no param of '{name}' "
-                        f"(params: {params}; built-ins: {', '.join(BUILTINS)}); "
-                        f"write {{{{{placeholder}}}}} for a literal",
-                    )
+        argvs = [("command", backend.command)]
+        argvs += [(part, argv) for part in ("serve", "ready") if (argv := getattr(backend, part))]
+        for part, argv in argvs:
+            for index, item in enumerate(argv):
+                _check_item(name, part, index, item, everywhere, backend_shapes, out)
+
+
+def _check_serving(campaign: Campaign, out: _Collector) -> None:
+    """A serving backend needs ``ready``; ``ready`` without ``serve`` has nothing to wait for."""
+    for name, backend in campaign.backends.items():
+        if backend.serve is not None and backend.ready is None:
+            out.error(
+                ("backends", name, "serve"),
+                "a serving backend needs ready: a command exec'd until it exits 0 once the "
+                "server answers (e.g. ready: [curl, -sf, http://localhost:8000/health])",
+            )
+        if backend.ready is not None and backend.serve is None:
+            out.error(
+                ("backends", name, "ready"),
+                "ready waits for a server: add serve (the server argv), or remove ready",
+            )
+
+
+def _check_item(
+    name: str,
+    part: str,
+    index: int,
+    item: str,
+    everywhere: frozenset[str],
+    backend_shapes: dict[frozenset[str], PathKey],
+    out: _Collector,
+) -> None:
+    """One argv item's placeholders: a built-in or a param of every configuration."""
+    for placeholder in placeholder_names(item):
+        path = ("backends", name, part, index)
+        if part != "command" and placeholder in PER_EXPERIMENT:
+            out.error(
+                path,
+                f"{{{placeholder}}} changes with every experiment, so a server would start for "
+                f"each: use it in command (the client), not in {part}",
+            )
+            continue
+        if placeholder in BUILTINS or placeholder in everywhere:
+            continue
+        lacking = [o for keys, o in backend_shapes.items() if placeholder not in keys]
+        if len(lacking) < len(backend_shapes):
+            out.error(
+                path,
+                f"placeholder {{{placeholder}}} is missing from some configurations of "
+                f"'{name}' (e.g. {dotted(lacking[0])}); "
+                f"add it there or write {{{{{placeholder}}}}}",
+            )
+        else:
+            params = ", ".join(sorted(everywhere)) or "none"
+            out.error(
+                path,
+                f"placeholder {{{placeholder}}} matches no param of '{name}' "
+                f"(params: {params}; built-ins: {', '.join(BUILTINS)}); "
+                f"write {{{{{placeholder}}}}} for a literal",
+            )
 
 
 def _check_metric_params(campaign: Campaign, expansion: Expansion, out: _Collector) -> None:

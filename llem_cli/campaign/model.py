@@ -232,16 +232,44 @@ class Backend(_Strict):
     keepalive: bool = Field(
         default=True, description="replace the service command with sleep infinity"
     )
-    loads_model: bool = Field(
-        default=True,
+    loads_model: bool | None = Field(
+        default=None,
         description="the command loads the model itself, so each energy window includes "
-        "loading it (recorded as measurement.includes_model_load); false for a client of a "
-        "server that is already loaded",
+        "loading it (recorded as measurement.includes_model_load); default true, false for a "
+        "serving backend (its client talks to a server already loaded)",
+    )
+    serve: list[CommandItem] | None = Field(
+        default=None,
+        min_length=1,
+        description="a serving backend: the server argv, run as the container's main process "
+        "instead of the keep-alive; params it uses are server params (one server start per "
+        "server configuration); command is then the client, one exec per experiment",
+    )
+    ready: list[CommandItem] | None = Field(
+        default=None,
+        min_length=1,
+        description="exec'd after every server start until it exits 0 (e.g. curl -sf "
+        "http://localhost:8000/health)",
+    )
+    ready_timeout: Duration = Field(
+        default=900.0,
+        gt=0,
+        description="a server not ready by then failed to start (counted as a restart)",
     )
     metrics: Metrics = Field(
         default_factory=Metrics,
         description="normalized metric name -> dotted path into result.json, or a formula",
     )
+
+    @property
+    def serving(self) -> bool:
+        """A serving backend: a server per server configuration, clients as experiments."""
+        return self.serve is not None
+
+    @property
+    def includes_model_load(self) -> bool:
+        """Whether an experiment's window includes loading the model (``loads_model``)."""
+        return self.loads_model if self.loads_model is not None else not self.serving
 
     @property
     def pinned_gpus(self) -> list[int] | None:
@@ -290,6 +318,14 @@ class Health(_Strict):
     probe: Literal["nvidia-smi"] | Annotated[list[CommandItem], Field(min_length=1)] = "nvidia-smi"
     every: int = Field(default=1, ge=0)
     max_memory_used_pct: float = Field(default=90.0, gt=0, le=100)
+    max_memory_growth_pct: float = Field(
+        default=5.0,
+        gt=0,
+        le=100,
+        description="serving backends: GPU memory used above the level right after the server "
+        "was ready, in percentage points of total memory, that means a restart "
+        "(max_memory_used_pct does not apply: a server holds most of the memory by design)",
+    )
     max_restarts: int = Field(default=3, ge=0, le=1000)
     restart_backoff: Duration = 5.0
     probe_timeout: Duration = Field(
@@ -359,6 +395,14 @@ class Campaign(_Strict):
     def energy_per(self) -> list[str]:
         """Count metrics that ``llem results`` divides energy by."""
         return [] if isinstance(self.results, str) else list(self.results.per)
+
+    def keepalive_services(self) -> dict[str, bool]:
+        """Each compose service used -> whether its container idles on the keep-alive command
+        (a serving backend's runs its server instead, set per server configuration)."""
+        return {
+            self.service_of(name): backend.keepalive and not backend.serving
+            for name, backend in self.backends.items()
+        }
 
     def service_of(self, backend: str) -> str:
         """The compose service a backend runs in."""

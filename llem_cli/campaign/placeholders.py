@@ -12,6 +12,9 @@ import re
 from collections.abc import Iterator, Mapping
 
 BUILTINS = ("run_id", "key", "config_id", "cycle", "backend", "experiment_dir")
+#: built-ins that change from one experiment to the next: a server's argv may not use them (a
+#: server would start for every experiment)
+PER_EXPERIMENT = ("key", "config_id", "cycle", "experiment_dir")
 
 _TOKEN = re.compile(r"\{\{([A-Za-z_]\w*)\}\}|\$\{[^}]*\}|\{([A-Za-z_]\w*)\}")
 

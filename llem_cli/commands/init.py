@@ -5,6 +5,10 @@ invalid happens before the first byte is written: known backends (Click restrict
 files that would be overwritten (refused without ``--force``). Nothing is written when any
 check fails.
 
+``--serve`` writes a serving campaign instead: each chosen engine's server (``serve``), the check
+that it is up (``ready``) and its serving benchmark as the experiments' client; an engine without
+a server (pytorch) is refused before anything is written.
+
 Every backend needs a compose file. ``--compose`` writes one beside the campaign
 (``<stem>.compose.yml``, plus the scripts it mounts). Without it, init uses
 ``compose/<backend>.yml`` found beside or above the campaign (this repository's layout) and,
@@ -24,15 +28,20 @@ from llem_cli.errors import EXIT_OK, UsageProblem
 from llem_cli.output import Output
 from llem_cli.templates import (
     BACKENDS,
+    SERVING,
     campaign_name,
     render_campaign,
     render_compose,
+    render_serving_campaign,
     script_text,
     scripts_for,
 )
 
 DEFAULT_BACKENDS = ("pytorch",)
 """One engine, the simplest stack: a starting point, not a comparison."""
+
+DEFAULT_SERVING = ("vllm",)
+"""``--serve`` without ``--backend``: the default engine has no server, vLLM's is the common one."""
 
 
 @dataclass(frozen=True)
@@ -56,23 +65,39 @@ def init_campaign(
     with_compose: bool,
     force: bool,
     out: Output,
+    serve: bool = False,
 ) -> int:
-    """Plan every file, check them all, then write them; exit 0 or raise UsageProblem (2)."""
-    chosen = list(dict.fromkeys(backends or DEFAULT_BACKENDS))  # order kept, repeats dropped
+    """Plan every file, check them all, then write them; exit 0 or raise UsageProblem (2).
+
+    With ``serve`` each engine becomes a serving backend (``<engine>-serve``: its server, its
+    ready check, its serving benchmark as the client) on the engine's own compose service.
+    """
+    default = DEFAULT_SERVING if serve else DEFAULT_BACKENDS
+    chosen = list(dict.fromkeys(backends or default))  # order kept, repeats dropped
     unknown = [b for b in chosen if b not in BACKENDS]
     if unknown:  # Click's Choice catches this first; kept for callers that bypass the CLI
         raise UsageProblem(f"unknown backend {unknown[0]!r} (known: {', '.join(BACKENDS)})")
+    serverless = [b for b in chosen if serve and b not in SERVING]
+    if serverless:
+        raise UsageProblem(
+            f"--serve: {serverless[0]} has no server to run (engines with one: "
+            f"{', '.join(SERVING)})",
+            hint=f"drop --serve for {serverless[0]}'s offline benchmark, or choose "
+            + " / ".join(f"--backend {name}" for name in SERVING),
+        )
     folder = path.parent
     compose_path = folder / f"{path.stem}.compose.yml"
     found = None if with_compose else _existing_compose(folder, chosen)
     refs = [compose_path.name] if found is None else found
-    text = render_campaign(campaign_name(path.stem), chosen, model, refs, str(path))
+    render = render_serving_campaign if serve else render_campaign
+    text = render(campaign_name(path.stem), chosen, model, refs, str(path))
     files = [PlannedFile(path, text)]
     if found is None:  # asked for, or nothing to use: write it (a pip install has no compose/)
         files.append(PlannedFile(compose_path, render_compose(chosen)))
+        used = [SERVING[b].name for b in chosen] if serve else chosen
         files.extend(
             PlannedFile(folder / "scripts" / name, script_text(name), shared=True)
-            for name in scripts_for(chosen)
+            for name in scripts_for(used)
         )
     _refuse_overwrites(files, force)
     if found is None and not with_compose:  # say why files nobody asked for appear

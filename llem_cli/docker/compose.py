@@ -199,6 +199,10 @@ class ComposeProject:
         """``rm -f -s`` of one service: stop it (if running) and remove its container."""
         return [*self.base(), "rm", "-f", "-s", service]
 
+    def logs(self, service: str, *, tail: int) -> list[str]:
+        """``logs --no-color --tail N SERVICE``: a server's last lines, for an error message."""
+        return [*self.base(), "logs", "--no-color", "--tail", str(tail), service]
+
     def down(self, *, timeout_s: int) -> list[str]:
         """``down --remove-orphans --timeout N``: containers and networks of the project."""
         return [*self.base(), "down", "--remove-orphans", "--timeout", str(timeout_s)]

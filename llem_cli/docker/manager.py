@@ -127,6 +127,10 @@ class ContainerManager:
         )
         self.docker: tuple[str, ...] = compose.docker or docker_argv()
         self.docker_cli = DockerCLI(self.docker)
+        #: a serving backend's server argv per service: the container's main process
+        self.commands: dict[str, list[str]] = {}
+        #: a server's environment: values given to `up` only (the override names them)
+        self.server_env: dict[str, dict[str, str]] = {}
         self._prepared = False
         self._dirty = False  # something may be up since the last teardown
         self._ids: dict[str, str] = {}
@@ -155,16 +159,68 @@ class ContainerManager:
         """Write the override file (once; not in a dry run)."""
         if self._prepared:
             return
-        if not self.dry_run:
-            write_override(
-                self.run_id,
-                self.run_dir,
-                self.services,
-                pin=self.pins,
-                facts=self.facts,
-                name=self.project.override.name if self.project.override else None,
-            )
+        self._write_override()
         self._prepared = True
+
+    def _write_override(self) -> None:
+        if self.dry_run:
+            return
+        write_override(
+            self.run_id,
+            self.run_dir,
+            self.services,
+            pin=self.pins,
+            facts=self.facts,
+            name=self.project.override.name if self.project.override else None,
+            commands=self.commands,
+            env_names={service: list(env) for service, env in self.server_env.items()},
+        )
+
+    # ---- servers (serving backends) -------------------------------------------------------------
+
+    def configure_server(
+        self, service: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> None:
+        """Make ``argv`` the service's main process from its next start (``up`` recreates
+        the container when its command changed: a new server configuration), with ``env``
+        (the backend's) in its environment."""
+        self._known(service)
+        self.commands[service] = list(argv)
+        self.server_env[service] = dict(env or {})
+        if self._prepared:
+            self._write_override()
+
+    def ready(self, service: str, argv: Sequence[str], *, timeout_s: float) -> tuple[str, str]:
+        """One exec of the backend's ``ready`` command.
+
+        Returns (``ready`` | ``not_ready`` | ``dead``, the last line it printed): ``dead``
+        when the container is no longer running (its server exited while loading), which
+        no amount of waiting cures.
+        """
+        self._known(service)
+        result = self.runner.run(
+            self._probe_exec_argv(service, list(argv)), timeout=timeout_s, check=False
+        )
+        if result.ok:
+            return "ready", ""
+        if self.dry_run:
+            return "not_ready", ""
+        if NO_SUCH.search(result.stderr):
+            self._ids.pop(service, None)
+        text = last_line(result.stderr) or last_line(result.stdout)
+        if result.timed_out:
+            text = f"ready did not answer within {timeout_s:g}s"
+        state = self.container_state(service, refresh=True)
+        if state is not None and not state.running:
+            return "dead", text
+        return "not_ready", text
+
+    def logs_tail(self, service: str, lines: int = 20) -> str:
+        """The server's last log lines (``compose logs``), '' when they cannot be read."""
+        result = self.runner.run(
+            self.project.logs(service, tail=lines), timeout=self.timeouts.command_s, check=False
+        )
+        return result.stdout.strip() if result.ok else ""
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -180,13 +236,14 @@ class ContainerManager:
         self._ids.pop(service, None)
         argv = self.project.up([service])
         deadline = time.monotonic() + self.timeouts.up_s
-        result = self._run(argv, timeout=self.timeouts.up_s)
+        env = self.server_env.get(service)
+        result = self._run(argv, timeout=self.timeouts.up_s, env=env)
         if not result.ok and _CONFLICT.search(result.stderr):
             log.warning(
                 "compose up hit a name conflict; retrying once: %s", last_line(result.stderr)
             )
             time.sleep(self.timeouts.conflict_pause_s)
-            result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()))
+            result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()), env=env)
         for _ in range(_DIED_DURING_UP_RETRIES):
             # the container started and then died while --wait watched it (killed, OOM at
             # start-up): a transient a fresh container usually survives; a broken image or
@@ -199,7 +256,7 @@ class ContainerManager:
             )
             self._remove(service)
             time.sleep(self.timeouts.conflict_pause_s)
-            result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()))
+            result = self._run(argv, timeout=max(1.0, deadline - time.monotonic()), env=env)
         emulate_wait = result.ok and not self.dry_run and not self.compose.supports_wait
         if emulate_wait and not self._wait_running(service, deadline):
             result = Result(

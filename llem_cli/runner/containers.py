@@ -54,5 +54,21 @@ class Containers(Protocol):
         """Remove the container: its backend has nothing left to run."""
         ...
 
+    def configure_server(
+        self, service: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> None:
+        """A serving backend: ``argv`` (with ``env``) becomes the container's main process at
+        its next start."""
+        ...
+
+    def ready(self, service: str, argv: Sequence[str], *, timeout_s: float) -> tuple[str, str]:
+        """One exec of ``ready``: ``ready``, ``not_ready`` or ``dead`` (the container stopped),
+        and the last line it printed."""
+        ...
+
+    def logs_tail(self, service: str, lines: int = 20) -> str:
+        """The container's last log lines (a server's), for an error message."""
+        ...
+
 
 __all__ = ["Containers"]

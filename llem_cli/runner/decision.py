@@ -70,6 +70,9 @@ class Probe:
 
     error: str | None = None
     max_memory_used_pct: float | None = None
+    #: a serving backend's memory use right after its server was ready: the rule is then
+    #: growth over it (``max_memory_growth_pct``), never the absolute level
+    server_baseline_pct: float | None = None
 
     def __post_init__(self) -> None:
         if self.error not in PROBE_ERRORS:
@@ -83,6 +86,7 @@ class Policy:
     max_memory_used_pct: float = 90.0
     max_restarts: int = 3
     retries: int = 1
+    max_memory_growth_pct: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,18 @@ def _before(situation: Situation) -> Decision:
     pct, limit = probe.max_memory_used_pct, situation.policy.max_memory_used_pct
     if pct is None or math.isnan(pct):
         return Decision(Action.CONTINUE, "probe: GPU memory use unknown")
+    base = probe.server_baseline_pct
+    if base is not None and not math.isnan(base):
+        # a server holds most of the memory by design: only growth since it was ready counts
+        growth, allowed = pct - base, situation.policy.max_memory_growth_pct
+        if growth > allowed:
+            return _restart(
+                situation,
+                Action.RESTART_THEN_CONTINUE,
+                f"probe: GPU memory {pct:g}% used, {growth:g} points over the {base:g}% right "
+                f"after the server was ready > max_memory_growth_pct {allowed:g}",
+            )
+        return Decision(Action.CONTINUE, f"probe: GPU memory {pct:g}% used (server: {base:g}%)")
     if pct > limit:
         return _restart(
             situation,

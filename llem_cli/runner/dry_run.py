@@ -10,6 +10,7 @@ last experiment), and nothing is started, written or locked.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -58,6 +59,12 @@ def show_event(echo: Callable[[str], None]) -> Callable[[dict[str, Any]], None]:
             echo(f"# experiment {event['key']} ({event['backend']})")
         elif kind == "waiting":
             echo(f"# wait {event['seconds']:g}s ({event['why']})")
+        elif kind == "server_start":
+            argv = shlex.join(event["argv"])
+            echo(f"# server {event['server_id']} of {event['service']}: {argv}")
+            echo("#   (the container's main process: up recreates the container with it)")
+        elif kind == "server" and not event.get("waited_s"):
+            echo("# wait until ready (exec'd until it exits 0, at most ready_timeout)")
 
     return show
 
@@ -77,7 +84,7 @@ def dry_run_campaign(
 
     run_id = new_run_id()
     run = RunDir(loaded.results_dir(results_dir) / campaign.name / run_id)
-    services = {campaign.service_of(n): b.keepalive for n, b in campaign.backends.items()}
+    services = campaign.keepalive_services()
     echo(f"# dry run: nothing is started or written; run directory would be {run.root}")
     experiments = list(order_experiments(loaded.configs, campaign))
     compose = compose_for_dry_run()

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llem_cli.campaign.model import Campaign
+from llem_cli.campaign.servers import ready_argv, server_argv, server_id
 from llem_cli.docker.probe import ProbeResult
 from llem_cli.errors import EnvironmentProblem, RunAborted
-from llem_cli.redaction import redact_text
+from llem_cli.redaction import redact_argv, redact_text
 from llem_cli.runner import decision as d
 from llem_cli.runner.containers import Containers
 from llem_cli.runner.experiment_command import experiment_argv, experiment_environment
@@ -53,11 +54,19 @@ class EventLog(Protocol):
         ...
 
 
-def probe_for_decision(result: ProbeResult, gpus: list[int] | None) -> d.Probe:
-    """The decision's view of a probe: an error kind, or the highest memory use."""
+def probe_for_decision(
+    result: ProbeResult, gpus: list[int] | None, server_baseline_pct: float | None = None
+) -> d.Probe:
+    """The decision's view of a probe: an error kind, or the highest memory use (and, for a
+    serving backend, the level right after its server was ready)."""
     if result.ok:
-        return d.Probe(None, result.max_memory_used_pct(gpus))
+        return d.Probe(None, result.max_memory_used_pct(gpus), server_baseline_pct)
     return d.Probe(result.status if result.status in _PROBE_ERRORS else "failed")
+
+
+#: seconds between two ``ready`` execs while a server loads, and between two "loading" lines
+_READY_POLL_S = 1.0
+_LOADING_NOTE_S = 10.0
 
 
 @dataclass
@@ -137,6 +146,10 @@ class CampaignLoop:
         self.done_before = sum(1 for e in self.experiments if not replayed.needs_run(e.key))
         self.started_services: set[str] = set()
         self.pin_checked: set[str] = set()
+        #: serving backends: the server configuration each service's container runs, and the
+        #: GPU memory it used right after it was ready (the memory rule's reference)
+        self.servers: dict[str, str] = {}
+        self.server_baseline: dict[str, float | None] = {}
         #: the experiment taken and not yet recorded (a retired lane gives it back)
         self.current: Experiment | None = None
         self._prune_from_history()
@@ -153,6 +166,7 @@ class CampaignLoop:
         if self.lane is not None:
             record.lane = self.lane.number
             record.gpu_uuids = [g.uuid for g in self._gpus_of(experiment)]
+        record.server_id = server_id(self.campaign, experiment.config)
         self.log(kind, key=record.key, record=record, **self._lane_fields())
         with self.state.lock:
             self.state.counts[record.status] += 1
@@ -251,7 +265,10 @@ class CampaignLoop:
     def _run_one(self, experiment: Experiment, index: int, total: int) -> None:
         service = experiment.service
         backend = self.campaign.backends[experiment.config.backend]
-        self._ensure_started(service)
+        if backend.serving:
+            self._ensure_server(experiment)
+        else:
+            self._ensure_started(service)
         attempt = 1
         after_restart = False
         while True:
@@ -323,7 +340,9 @@ class CampaignLoop:
                 attempt += 1
                 after_restart = True
                 continue
-            measured = record_fields(measurement, thermal, includes_model_load=backend.loads_model)
+            measured = record_fields(
+                measurement, thermal, includes_model_load=backend.includes_model_load
+            )
             if mig:
                 measured = without_window_figures(
                     measured,
@@ -395,7 +414,7 @@ class CampaignLoop:
             verdict = d.decide(
                 d.Situation(
                     outcome=None,
-                    probe=probe_for_decision(result, gpus),
+                    probe=probe_for_decision(result, gpus, self._server_baseline(service)),
                     policy=self.policy,
                     restarts_used=self.restarts_session,
                     attempt=attempt,
@@ -408,6 +427,10 @@ class CampaignLoop:
                 return
             self._restart(service, verdict.reason)
             after_restart = True
+
+    def _server_baseline(self, service: str) -> float | None:
+        """A running server's memory right after ready (None: no server, or not measured)."""
+        return self.server_baseline.get(service) if service in self.servers else None
 
     def _probe_gpus(self, experiment: Experiment) -> list[int] | None:
         """The probe's GPU indexes (as the container numbers them) the memory rule looks at.
@@ -426,8 +449,9 @@ class CampaignLoop:
 
     # ---- containers -----------------------------------------------------------------------------
 
-    def _ensure_started(self, service: str) -> None:
-        if service in self.started_services:
+    def _ensure_started(self, service: str, *, restart: bool = False) -> None:
+        """Bring the service's container up (``restart``: again, for a new server command)."""
+        if service in self.started_services and not restart:
             return
         lane = self._lane_fields()
         self.emit({"type": "container", **lane, "service": service, "state": "starting"})
@@ -470,12 +494,121 @@ class CampaignLoop:
                 "from the service, or run with --lanes 1",
             )
 
+    # ---- servers (serving backends) -------------------------------------------------------------
+
+    def _ensure_server(self, experiment: Experiment) -> None:
+        """Run the experiment's server configuration in its service's container, ready.
+
+        A new server configuration recreates the container with its ``serve`` argv as the
+        main process: no restart (no budget, no ``restarts_before``). Then ``ready`` until it
+        exits 0, and a probe for the memory the ready server holds.
+        """
+        service = experiment.service
+        wanted = server_id(self.campaign, experiment.config)
+        assert wanted is not None
+        if self.servers.get(service) == wanted and service in self.started_services:
+            return
+        argv = server_argv(self.campaign, self.run_id, experiment.config)
+        backend = self.campaign.backends[experiment.config.backend]
+        self.containers.configure_server(service, argv, backend.env)
+        self.log(
+            "server_start",
+            **self._lane_fields(),
+            service=service,
+            server_id=wanted,
+            argv=redact_argv(argv, backend.env),
+        )
+        self.servers.pop(service, None)
+        self._ensure_started(service, restart=True)
+        self.servers[service] = wanted
+        self._await_server(experiment)
+
+    def _await_server(self, experiment: Experiment) -> None:
+        """Wait for the service's server to be ready; a server that does not get ready in
+        ``ready_timeout`` (or dies loading) is a failed start, counted as a restart; with
+        the budget spent the experiment is recorded failed, with the server's last log
+        lines, and the run (or lane) aborts."""
+        service = experiment.service
+        backend = self.campaign.backends[experiment.config.backend]
+        sid = self.servers.get(service)
+        argv = ready_argv(self.campaign, self.run_id, experiment.config)
+        while True:
+            t0 = time.monotonic()
+            ready, why = self._wait_ready(service, argv, backend.ready_timeout, sid)
+            if ready:
+                result = self._probe(service)
+                gpus = self._probe_gpus(experiment)
+                pct = result.max_memory_used_pct(gpus) if result.ok else None
+                self.server_baseline[service] = pct
+                self.log(
+                    "server_ready",
+                    **self._lane_fields(),
+                    service=service,
+                    server_id=sid,
+                    waited_s=round(time.monotonic() - t0, 3),
+                    memory_used_pct=pct,
+                )
+                return
+            reason = f"server {sid} ({service}) {why}"
+            if self.restarts_session >= self.policy.max_restarts:
+                lines = redact_text(self.containers.logs_tail(service), backend.env)
+                tail = "; ".join(x.strip() for x in lines.splitlines()[-10:] if x.strip())
+                error = f"{reason}; restart budget spent"
+                record = record_not_run(
+                    experiment,
+                    "failed",
+                    f"{error}; last server log lines: {tail or '(none)'}",
+                    self.state.restarts_total,
+                )
+                self._finish(experiment, record)
+                raise RunAborted(error)
+            self._restart_container(service, reason)
+
+    def _server_event(self, service: str, sid: str | None, waited_s: float) -> None:
+        self.emit(
+            {
+                "type": "server",
+                **self._lane_fields(),
+                "service": service,
+                "server_id": sid,
+                "state": "loading",
+                "waited_s": round(waited_s, 1),
+            }
+        )
+
+    def _wait_ready(
+        self, service: str, argv: list[str], timeout: float, sid: str | None
+    ) -> tuple[bool, str]:
+        """Exec ``ready`` until it exits 0 or ``timeout`` passes; (ready, why not)."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        noted = t0
+        self._server_event(service, sid, 0.0)
+        while True:
+            remaining = deadline - time.monotonic()
+            status, detail = self.containers.ready(
+                service, argv, timeout_s=max(1.0, min(remaining, 60.0))
+            )
+            if status == "ready":
+                return True, ""
+            if status == "dead":
+                return False, f"died while loading ({detail or 'container not running'})"
+            now = time.monotonic()
+            if now >= deadline:
+                last = f"; ready said: {detail}" if detail else ""
+                return False, f"not ready within ready_timeout {timeout:g}s{last}"
+            if now - noted >= _LOADING_NOTE_S:
+                noted = now
+                self._server_event(service, sid, now - t0)
+            self.sleep(min(_READY_POLL_S, max(0.0, deadline - now)))
+
     def _stop_service(self, service: str) -> None:
         """Remove a backend's container once none of its experiments remain."""
         if service not in self.started_services:
             return
         self.containers.stop(service)
         self.started_services.discard(service)
+        self.servers.pop(service, None)
         self.emit(
             {
                 "type": "container",
@@ -486,6 +619,12 @@ class CampaignLoop:
         )
 
     def _restart(self, service: str, reason: str) -> None:
+        """Restart the container; a serving backend's server must then be ready again."""
+        self._restart_container(service, reason)
+        if service in self.servers and self.current is not None:
+            self._await_server(self.current)
+
+    def _restart_container(self, service: str, reason: str) -> None:
         """Back off, count the restart (journaled), restart; the caller probes again after."""
         backoff = d.backoff_seconds(self.campaign.health.restart_backoff, self.restarts_session)
         if backoff > 0:

@@ -5,6 +5,12 @@ one EnergyMonitor of a session, says once when nothing can be measured, and
 :func:`record_fields` turns a Measurement into the record's fields (null, never 0, for what was
 not measured). The loop sees only the :class:`Measuring` protocol, so ``--dry-run`` and the
 loop's tests run it with :class:`NoMeasuring` (or a scripted stand-in) and no NVML.
+
+The record's ``phases`` are measured from the window's energy time series
+(``Measurement.series``) and the client's ``llem_phases``, which only the record's builder
+reads: :func:`record_fields` passes a :class:`~llem_cli.telemetry.phases.PhaseSource` along
+under :data:`PHASE_SOURCE`, which :func:`~llem_cli.runner.records.record_from_outcome` takes
+out (never serialized), so the loop carries it without knowing.
 """
 
 from __future__ import annotations
@@ -17,8 +23,13 @@ from typing import Any, Protocol
 from llem_cli.campaign.model import Campaign
 from llem_cli.telemetry import EnergyMonitor, Measurement, ThermalStatus, ThermalWait
 from llem_cli.telemetry import wait_until_cool as _wait_until_cool
+from llem_cli.telemetry.phases import PhaseSource
 
 Emit = Callable[[dict[str, Any]], None]
+
+PHASE_SOURCE = "_phase_source"
+"""The key under which :func:`record_fields` carries the window's :class:`PhaseSource` to the
+record's builder (not a record field: ``record_from_outcome`` takes it out)."""
 
 
 class LogEvent(Protocol):
@@ -188,7 +199,7 @@ class HostTelemetry:
         mine = set(gpus or ())
         others = [i for i in self._lane_gpus if i not in mine]
         if others and self.available:
-            self.monitor.begin_window(_shadow(key), others)
+            self.monitor.begin_window(_shadow(key), others, keep_series=False)
             self._others[key] = len(others)
 
     def end(self, key: str) -> Measurement:
@@ -232,9 +243,12 @@ def record_fields(
     ``includes_model_load`` (the backend's ``loads_model``) says what the window holds: with
     true, loading the model is part of ``energy_j``. It is written whether or not the host
     measured anything, since it describes the experiment's exec, not the measurement.
+    Under :data:`PHASE_SOURCE` the window's time series goes to the record's builder, which
+    measures the client's phases from it.
     """
     detail: dict[str, Any] = {}
     fields: dict[str, Any] = {}
+    phase_source = PhaseSource(measurement)
     if measurement is not None:
         fields = {
             "energy_j": _round(measurement.energy_j),
@@ -269,6 +283,7 @@ def record_fields(
             "reason": thermal.reason,
         }
     fields["measurement"] = detail or None
+    fields[PHASE_SOURCE] = phase_source
     return fields
 
 
@@ -297,6 +312,7 @@ def without_window_figures(fields: dict[str, Any], why: str, flag: str) -> dict[
     detail["reasons"] = reasons
     detail["flags"] = [*detail.get("flags", []), flag]
     fields["measurement"] = detail
+    fields[PHASE_SOURCE] = PhaseSource(unavailable=why)  # its phases are not the experiment's
     return fields
 
 

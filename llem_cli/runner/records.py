@@ -2,7 +2,8 @@
 
 The record's fields are those of docs/design.md §3.4; the experiment's own
 ``result.json`` is merged into its ``metrics``, with the backend's normalized names beside the
-engine's keys (:mod:`llem_cli.runner.metrics`).
+engine's keys (:mod:`llem_cli.runner.metrics`), and the phases it names (``llem_phases``) are
+measured from the window's energy time series into ``phases`` (:mod:`llem_cli.telemetry.phases`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 from llem_cli.campaign.model import MetricFormula
 from llem_cli.docker.outcome import ExecOutcome
 from llem_cli.redaction import redact_text
+from llem_cli.runner.measuring import PHASE_SOURCE
 from llem_cli.runner.metrics import normalize, parse_report
 from llem_cli.runner.schedule import Experiment
 from llem_cli.runs.layout import RunDir
 from llem_cli.runs.record import Record
+from llem_cli.telemetry.phases import PHASES_KEY, PhaseSource
 from llem_cli.timestamps import iso
 
 RESULT_FILE = "result.json"
@@ -112,6 +115,35 @@ def with_normalized(
     return metrics, fields
 
 
+def with_phases(
+    metrics: dict[str, Any] | None,
+    measured: dict[str, Any] | None,
+    source: PhaseSource | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The record's ``phases`` from ``result.json``'s ``llem_phases``, and ``measured`` with the
+    reason for each null phase and how they were computed.
+
+    ``phases`` is None when the report names no phases. ``source`` is the window's (see
+    :func:`~llem_cli.runner.measuring.record_fields`); None: nothing was measured. The
+    reasons go where every null's reason is, ``measurement.reasons``, under ``phases`` (the
+    report's ``llem_phases`` is no object) or ``phases.<name>``; how they were computed under
+    ``measurement.computed["phases"]``.
+    """
+    if metrics is None or PHASES_KEY not in metrics:
+        return None, measured
+    phases, reasons, note = (source or PhaseSource()).measure(metrics[PHASES_KEY])
+    if not reasons and note is None:
+        return phases, measured
+    fields = dict(measured or {})
+    detail = dict(fields.get("measurement") or {})
+    if reasons:
+        detail["reasons"] = {**(detail.get("reasons") or {}), **reasons}
+    if note is not None:
+        detail["computed"] = {**(detail.get("computed") or {}), "phases": note}
+    fields["measurement"] = detail
+    return phases, fields
+
+
 def identity(experiment: Experiment) -> dict[str, Any]:
     """The fields that name an experiment in its record (the first six, docs/design.md §3.4)."""
     return {
@@ -165,9 +197,13 @@ def record_from_outcome(
 
     ``secret_env`` (the backend's ``env``) adds its secret-looking values to those redacted
     from the error text, beside llem's own environment. ``metrics_map`` is the backend's
-    ``metrics`` (normalized name -> source), see :func:`with_normalized`.
+    ``metrics`` (normalized name -> source), see :func:`with_normalized`. ``measured`` is
+    :func:`~llem_cli.runner.measuring.record_fields`' output: the record's measured fields, and
+    under ``PHASE_SOURCE`` the window's time series for the report's phases (:func:`with_phases`).
     """
     status = status or outcome.status
+    measured = dict(measured) if measured is not None else None
+    phase_source = measured.pop(PHASE_SOURCE, None) if measured is not None else None
     metrics, metrics_error = read_metrics(experiment_dir)
     metrics, measured = with_normalized(
         metrics,
@@ -177,6 +213,7 @@ def record_from_outcome(
         status=status,
         measured=measured,
     )
+    phases, measured = with_phases(metrics, measured, phase_source)
     error = None
     if status != "ok":
         error = outcome.detail or status
@@ -196,6 +233,7 @@ def record_from_outcome(
         restarts_before=restarts_before,
         metrics=metrics,
         error=error,
+        phases=phases,
         **(measured or {}),
     )
 

@@ -122,6 +122,20 @@ def _describe(event: dict[str, Any]) -> str | None:
         return None
     if kind == "container":
         return f"container {event['service']}: {event['state']}"
+    if kind == "server_start":
+        return f"server {event.get('server_id')} of {event['service']} starting"
+    if kind == "server_ready":
+        pct = event.get("memory_used_pct")
+        memory = f", GPU memory {pct:g}% used" if isinstance(pct, int | float) else ""
+        return (
+            f"server {event.get('server_id')} of {event['service']} ready after "
+            f"{event.get('waited_s', 0):g}s{memory}"
+        )
+    if kind == "server":
+        return (
+            f"server {event.get('server_id')} of {event['service']} loading "
+            f"({event.get('waited_s', 0):g}s)"
+        )
     if kind == "lanes":
         lanes = [lane for lane in event.get("lanes") or [] if isinstance(lane, dict)]
         parts = ", ".join(
@@ -359,6 +373,12 @@ class RichReporter:
                 self._lane_status(lane, _describe(event) or "", start=None)
             else:
                 self._status(line or "")
+        if kind == "server":  # a server loading: its own line would repeat every 10 s
+            if lane is not None:
+                self._lane_status(lane, _describe(event) or "", start=None)
+            else:
+                self._status(_describe(event) or "")
+            return
         if line:
             self.progress.console.print(line, highlight=False, markup=False)
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from llem_cli.campaign.model import Campaign
 
 from llem_cli.campaign.expansion import Config
+from llem_cli.campaign.servers import server_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +54,9 @@ def order_experiments(configs: list[Config], campaign: Campaign) -> Iterator[Exp
     grouped: all cycles of a configuration back to back, configurations backend by backend
     (backends in the order their first configuration appears, each backend's configurations
     in expansion order), so each backend's container is up for one stretch of the run and a
-    configuration's repeats share the same conditions. The shared DESIGN.md also groups a serving
-    backend's configurations server configuration by server configuration; serving backends
-    (``serve``) do not exist in this code yet, so that finer grouping comes with them.
+    configuration's repeats share the same conditions; a serving backend's configurations go
+    server configuration by server configuration (in order of first appearance), so each
+    server starts once.
 
     shuffled: a seeded, reproducible permutation of all (configuration, cycle) pairs.
     """
@@ -71,9 +72,13 @@ def order_experiments(configs: list[Config], campaign: Campaign) -> Iterator[Exp
         for config in configs:
             by_backend.setdefault(config.backend, []).append(config)
         for backend, group in by_backend.items():
+            by_server: dict[str | None, list[Config]] = {}  # a serving backend's servers
             for config in group:
-                for cycle in cycles:
-                    yield Experiment(config, cycle, services[backend])
+                by_server.setdefault(server_id(campaign, config), []).append(config)
+            for server_group in by_server.values():
+                for config in server_group:
+                    for cycle in cycles:
+                        yield Experiment(config, cycle, services[backend])
     else:
         pairs = [(i, c) for c in cycles for i in range(len(configs))]
         random.Random(execution.seed).shuffle(pairs)

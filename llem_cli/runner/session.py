@@ -243,7 +243,7 @@ def _run_unpinned(
 ) -> CampaignLoop:
     """Without lanes: one loop, one container per backend, unpinned (as before lanes)."""
     campaign = loaded.campaign
-    services = {campaign.service_of(name): b.keepalive for name, b in campaign.backends.items()}
+    services = campaign.keepalive_services()
 
     def log(kind: str, /, **fields: Any) -> None:
         emit(journal.append(kind, **fields))
@@ -281,7 +281,7 @@ def _run_lanes(
 ) -> LanesOutcome:
     """With lanes: a loop per lane in its own thread, each lane's containers pinned."""
     campaign = loaded.campaign
-    services = {campaign.service_of(name): b.keepalive for name, b in campaign.backends.items()}
+    services = campaign.keepalive_services()
 
     def log(kind: str, /, **fields: Any) -> None:
         emit(journal.append(kind, **fields))

@@ -40,6 +40,8 @@ EVENT_TYPES = frozenset(
         "lanes",
         "pin_check",
         "lane_retired",
+        "server_start",
+        "server_ready",
     }
 )
 RECORD_EVENTS = frozenset({"experiment_finished", "pruned", "skipped"})

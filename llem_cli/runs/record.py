@@ -55,6 +55,13 @@ class Record:
     lane: int | None = None
     #: the host GPUs its container was pinned to and its energy was measured on (None: not pinned)
     gpu_uuids: list[str] | None = None
+    #: a serving backend's server configuration (12 hex digits; None outside serving backends)
+    server_id: str | None = None
+    #: the energy of each phase the client named in ``result.json``'s ``llem_phases``:
+    #: ``{name: {energy_j, duration_s, avg_power_w[, output_tokens, energy_per_output_token_j]}
+    #: or None}`` (None: it reported none; a null phase's reason is in
+    #: ``measurement.reasons["phases.<name>"]``)
+    phases: dict[str, Any] | None = None
     #: how the energy was measured (method, flags, warnings, reasons for nulls, thermal wait):
     #: llem's addition to the shared record fields (docs/design.md §3.4): a number says where it
     #: came from

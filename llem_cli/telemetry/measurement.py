@@ -10,8 +10,11 @@ those modules import them without importing one another.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from llem_cli.telemetry.series import EnergySeries
 
 Method = Literal["counter", "power_sampling"]
 """How a GPU's energy was obtained: NVML's energy counter, or integrated sampled power."""
@@ -80,10 +83,15 @@ class Measurement:
     #: with lanes: how many lanes were busy during the window (at most) and the mean power of
     #: the GPUs outside it meanwhile (a hot neighbour changes results: users must see it)
     neighbours: dict[str, Any] | None = None
+    #: the window's cumulative energy over time per GPU (bounded; the phases of a client's
+    #: ``llem_phases`` are measured from it): kept in memory for the record's builder, never
+    #: serialized (not in :meth:`to_dict`)
+    series: EnergySeries | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready data (GPU indices as string keys, as JSON needs)."""
-        data = asdict(self)
+        """Plain JSON-ready data (GPU indices as string keys, as JSON needs); no ``series``."""
+        data = asdict(replace(self, series=None))
+        del data["series"]
         data["per_gpu"] = {str(k): v for k, v in data["per_gpu"].items()}
         data["foreign_pids"] = {str(k): v for k, v in data["foreign_pids"].items()}
         return data

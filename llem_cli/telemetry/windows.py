@@ -55,12 +55,69 @@ LABELS = {
 
 @dataclass
 class Sample:
-    """Readings at monotonic time ``t`` (s): power in W, temperature in C, event bits."""
+    """Readings at monotonic time ``t`` (s) and wall-clock time ``wall`` (Unix s): power in W,
+    temperature in C, event bits, energy counter in mJ."""
 
     t: float
     power_w: dict[int, float] = field(default_factory=dict)
     temp_c: dict[int, int] = field(default_factory=dict)
     events: dict[int, int] = field(default_factory=dict)
+    energy_mj: dict[int, int] = field(default_factory=dict)
+    wall: float = 0.0
+
+
+@dataclass
+class GpuReadings:
+    """One GPU's readings over a window, summed up as they arrive (oldest first).
+
+    Why sums and not the samples: a window may last hours, and a list of every sample would
+    grow with it. What the rules below need is kept instead, exactly: the trapezoid integral of
+    power and the span of its readings, the hottest temperature and the span of its readings,
+    the clock event bits seen. Times are monotonic seconds.
+    """
+
+    power_n: int = 0
+    power_first_t: float = 0.0
+    power_last_t: float = 0.0
+    power_last_w: float = 0.0
+    energy_j: float = 0.0
+    temp_n: int = 0
+    temp_first_t: float = 0.0
+    temp_last_t: float = 0.0
+    temp_max_c: int = 0
+    events_bits: int = 0
+    events_seen: bool = False
+
+    def add_power(self, t: float, watts: float) -> None:
+        """A power reading; extends the trapezoid integral."""
+        if self.power_n == 0:
+            self.power_first_t = t
+        else:
+            self.energy_j += (t - self.power_last_t) * (self.power_last_w + watts) / 2.0
+        self.power_n += 1
+        self.power_last_t, self.power_last_w = t, watts
+
+    def add_temp(self, t: float, celsius: int) -> None:
+        """A temperature reading."""
+        if self.temp_n == 0:
+            self.temp_first_t, self.temp_max_c = t, celsius
+        self.temp_n += 1
+        self.temp_last_t = t
+        self.temp_max_c = max(self.temp_max_c, celsius)
+
+    def add_events(self, bits: int) -> None:
+        """A clock event reasons reading."""
+        self.events_bits |= bits
+        self.events_seen = True
+
+    def add(self, sample: Sample, index: int) -> None:
+        """GPU ``index``'s readings in ``sample``."""
+        if index in sample.power_w:
+            self.add_power(sample.t, sample.power_w[index])
+        if index in sample.temp_c:
+            self.add_temp(sample.t, sample.temp_c[index])
+        if index in sample.events:
+            self.add_events(sample.events[index])
 
 
 def judge_gpu(
@@ -70,7 +127,7 @@ def judge_gpu(
     duration: float,
     counters_begin: Mapping[int, int],
     counters_end: Mapping[int, int],
-    samples: list[Sample],
+    readings: GpuReadings,
     why_not: Mapping[tuple[int, str], str],
     lost: Collection[int],
 ) -> None:
@@ -81,7 +138,7 @@ def judge_gpu(
     ``gpu_lost``) and each ``None``'s reason depend on one another, so they are decided
     together, in a fixed order. ``counters_begin``/``counters_end`` are the energy
     counter (mJ) per GPU at the ends of the window of ``duration`` seconds from
-    ``t_begin`` (monotonic); ``samples`` are the window's readings, oldest first;
+    ``t_begin`` (monotonic); ``readings`` are this GPU's readings over the window;
     ``why_not`` maps ``(GPU index, quantity)`` to why that quantity is not read, and
     ``lost`` holds the indices of GPUs that fell off the bus.
     """
@@ -96,8 +153,8 @@ def judge_gpu(
         )
         if flag:
             gpu.flags.append(flag)
-    gpu.sampled_energy_j, sampled_why = _integrate(
-        [(s.t, s.power_w[index]) for s in samples if index in s.power_w],
+    gpu.sampled_energy_j, sampled_why = _integral(
+        readings,
         t_begin,
         t_begin + duration,
         why_not.get((index, "power"), "power reading: no samples"),
@@ -138,19 +195,16 @@ def judge_gpu(
         gpu.avg_power_w = gpu.energy_j / duration
     else:
         gpu.reasons["avg_power_w"] = gpu.reasons.get("energy_j", "zero-length window")
-    gpu.max_temp_c, temp_why = _max_temp(
-        [(s.t, s.temp_c[index]) for s in samples if index in s.temp_c],
+    gpu.max_temp_c, temp_why = _hottest(
+        readings,
         t_begin,
         t_begin + duration,
         why_not.get((index, "temperature")),
     )
     if gpu.max_temp_c is None:
         gpu.reasons["max_temp_c"] = temp_why
-    bits = 0
-    for s in samples:
-        bits |= s.events.get(index, 0)
-    gpu.clock_events = decode_clock_events(bits)
-    if not any(index in s.events for s in samples):
+    gpu.clock_events = decode_clock_events(readings.events_bits)
+    if not readings.events_seen:
         gpu.reasons["clock_events"] = why_not.get(
             (index, "events"), "clocks event reasons: no samples"
         )
@@ -190,38 +244,58 @@ def _integrate(
     points: list[tuple[float, float]], t_begin: float, t_end: float, why_missing: str
 ) -> tuple[float | None, str]:
     """Trapezoid integral in joules of ``(t seconds, power watts)`` points, or None and why."""
-    if len(points) < 2:
+    readings = GpuReadings()
+    for t, watts in points:
+        readings.add_power(t, watts)
+    return _integral(readings, t_begin, t_end, why_missing)
+
+
+def _integral(
+    readings: GpuReadings, t_begin: float, t_end: float, why_missing: str
+) -> tuple[float | None, str]:
+    """The trapezoid integral of ``readings``' power in joules, or None and why.
+
+    It counts only when the readings span :data:`MIN_SAMPLE_COVERAGE` of the window.
+    """
+    if readings.power_n < 2:
         return None, why_missing
-    span = points[-1][0] - points[0][0]
+    span = readings.power_last_t - readings.power_first_t
     duration = t_end - t_begin
     if duration > 0 and span < MIN_SAMPLE_COVERAGE * duration:
         return None, (f"power reading: samples cover {span:.3f} s of the {duration:.3f} s window")
-    energy = 0.0
-    for (t0, p0), (t1, p1) in zip(points, points[1:], strict=False):
-        energy += (t1 - t0) * (p0 + p1) / 2.0
-    return energy, ""
+    return readings.energy_j, ""
 
 
 def _max_temp(
     points: list[tuple[float, int]], t_begin: float, t_end: float, why_stopped: str | None
 ) -> tuple[int | None, str]:
-    """Highest of ``(t seconds, temperature C)`` points, or None and why.
+    """Highest of ``(t seconds, temperature C)`` points, or None and why (see :func:`_hottest`)."""
+    readings = GpuReadings()
+    for t, celsius in points:
+        readings.add_temp(t, celsius)
+    return _hottest(readings, t_begin, t_end, why_stopped)
 
-    The same coverage rule as :func:`_integrate`: readings that stop early (a lost GPU,
+
+def _hottest(
+    readings: GpuReadings, t_begin: float, t_end: float, why_stopped: str | None
+) -> tuple[int | None, str]:
+    """The highest temperature of ``readings``, or None and why.
+
+    The same coverage rule as :func:`_integral`: readings that stop early (a lost GPU,
     a call that began failing) say nothing about the rest of the window, so the maximum
     counts only when they span :data:`MIN_SAMPLE_COVERAGE` of it. ``why_stopped`` is
     why temperature is no longer read on this GPU, if it is not.
     """
-    if not points:
+    if readings.temp_n == 0:
         return None, why_stopped or "temperature: no samples"
-    span = points[-1][0] - points[0][0]
+    span = readings.temp_last_t - readings.temp_first_t
     duration = t_end - t_begin
     if duration > 0 and span < MIN_SAMPLE_COVERAGE * duration:
         why = f"temperature: samples cover {span:.3f} s of the {duration:.3f} s window"
         if why_stopped:
             why += f" ({why_stopped.removeprefix(LABELS['temperature']).strip()})"
         return None, why
-    return max(t for _, t in points), ""
+    return readings.temp_max_c, ""
 
 
 def _disagree(counter_j: float, sampled_j: float) -> bool:

@@ -3,7 +3,10 @@
 ``docker compose config -q`` needs no image and no GPU. The repository's compose files are
 symlinks into the package (``llem_cli/templates/compose``): Compose must read them through the
 link and resolve their ``./scripts`` mount to the package's scripts, whether given the link or
-the resolved path (llem passes resolved paths). The vLLM entrypoint reset is checked against a
+the resolved path (llem passes resolved paths). The serving backends (``<engine>-serve``) run on
+the same files: Compose must read each with llem's override making the server the main process,
+publish nothing, and mount what the server and client name. The vLLM entrypoint reset is checked
+against a
 real engine with a stand-in image whose ENTRYPOINT would swallow llem's keep-alive, with the
 reset removed as the control. The checks that need no engine (the files as text and as data,
 the links, the helper scripts) are in tests/unit/test_shipped_templates.py.
@@ -20,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import llem_cli.templates
-from llem_cli.templates import BACKENDS, script_text
+from llem_cli.templates import BACKENDS, SCRIPTS_MOUNT, SERVING, script_text
 
 pytestmark = pytest.mark.docker
 
@@ -56,6 +59,49 @@ def test_compose_config_accepts(files: list[Path]) -> None:
         argv += ["-f", str(path)]
     done = docker(*argv, "config", "-q")
     assert done.returncode == 0, done.stderr
+
+
+SERVING_SWEEP = ROOT / "campaigns" / "serving-sweep.yaml"
+
+
+@pytest.mark.parametrize(
+    "engines", [[e] for e in SERVING] + [list(SERVING)], ids=[*SERVING, "all-merged"]
+)
+def test_compose_reads_the_serving_backends_override(engines: list[str], tmp_path: Path) -> None:
+    """The serving sweep's servers as llem starts them: each engine's compose file (through the
+    repository's link) plus llem's override whose command is the rendered `serve` argv. The
+    server is the service's command as given, no port is published, vLLM's entrypoint stays
+    reset, and every file under /llem/scripts that the server or client names is mounted."""
+    from llem_cli.campaign.load import load_campaign
+    from llem_cli.campaign.servers import server_argv
+    from llem_cli.docker.override import write_override
+
+    loaded = load_campaign(SERVING_SWEEP)
+    argvs = {}
+    for engine in engines:
+        config = next(c for c in loaded.configs if c.backend == SERVING[engine].name)
+        argvs[engine] = server_argv(loaded.campaign, "20261130T000000Z", config)
+    override = write_override(
+        "20261130T000000Z", tmp_path, dict.fromkeys(engines, False), commands=argvs
+    )
+    argv = ["compose"]
+    for engine in engines:
+        argv += ["-f", str(COMPOSE / f"{engine}.yml")]
+    done = docker(*argv, "-f", str(override), "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    for engine in engines:
+        service = config["services"][engine]
+        assert service["command"] == argvs[engine]
+        assert "{" not in " ".join(service["command"])  # every placeholder rendered
+        assert not service.get("ports")
+        if engine == "vllm":
+            assert service.get("entrypoint") == []
+        mounted = {f"{SCRIPTS_MOUNT}/{name}" for name in SERVING[engine].scripts}
+        if mounted:
+            source = Path(_scripts_source(config, engine))
+            for item in mounted:
+                assert (source / Path(item).name).is_file(), item
 
 
 def _scripts_source(config: dict, service: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from llem_cli.cli import cli
-from llem_cli.templates import BACKENDS
+from llem_cli.templates import BACKENDS, SERVING
 
 pytestmark = pytest.mark.docker
 
@@ -48,3 +48,15 @@ def test_compose_written_without_being_asked_passes_compose_config(
     assert result.exit_code == 0, result.output
     done = compose_config(tmp_path / "c.compose.yml")
     assert done.returncode == 0, done.stderr
+
+
+def test_serving_campaign_compose_passes_compose_config(tmp_path: Path) -> None:
+    """`llem init --serve` writes the engines' own services (their servers replace the
+    keep-alive at run time): Compose accepts the file, and the scripts folder it mounts."""
+    path = tmp_path / "s.yaml"
+    args = [arg for name in SERVING for arg in ("--backend", name)]
+    result = CliRunner().invoke(cli, ["init", "--serve", *args, "--compose", str(path)])
+    assert result.exit_code == 0, result.output
+    done = compose_config(tmp_path / "s.compose.yml")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "scripts" / "llem_trtllm_serve.yml").is_file()

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from llem_cli.templates import BACKENDS
+from llem_cli.templates import BACKENDS, SERVING
 from llem_testkit.engine import skip_unless_possible
 from llem_testkit.scripts import load_file
 
@@ -133,20 +133,34 @@ def test_a_command_without_a_needed_word_is_reported() -> None:
         ce.options_by_stage(["bench", "--model", "m"], [GROUP, SUB])
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
-def test_every_shipped_command_has_its_engines_words(backend: str) -> None:
+@pytest.mark.parametrize("label", list(ce.ENGINES))
+def test_every_shipped_command_has_its_engines_words(label: str) -> None:
     """The stage lists in check_engines.py match the commands llem ships (no download)."""
-    for command in ce.shipped_commands():
-        if command.backend == backend:
-            assert ce.options_by_stage(command.argv, ce.ENGINES[backend].stages), command.origin
+    engine = ce.ENGINES[label]
+    mine = ce.commands_of(engine, ce.shipped_commands())
+    assert mine, label
+    for command in mine:
+        assert ce.options_by_stage(command.argv, engine.stages), command.origin
 
 
 def test_shipped_commands_cover_the_templates_and_the_campaigns() -> None:
-    origins = {(c.backend, c.origin) for c in ce.shipped_commands()}
+    origins = {(c.backend, c.origin, c.part) for c in ce.shipped_commands()}
     for backend in BACKENDS:
-        assert (backend, "llem init template") in origins
-        assert (backend, "campaigns/engines-compare.yaml") in origins
-        assert (backend, "campaigns/smoke.yaml") in origins
+        assert (backend, "llem init template", "command") in origins
+        assert (backend, "campaigns/engines-compare.yaml", "command") in origins
+        assert (backend, "campaigns/smoke.yaml", "command") in origins
+    for serving in SERVING.values():  # the server and its client, template and campaign
+        for origin in ("llem init template", "campaigns/serving-sweep.yaml"):
+            assert (serving.name, origin, "serve") in origins
+            assert (serving.name, origin, "command") in origins
+
+
+def test_every_serving_argv_has_an_engine_entry() -> None:
+    """Each serving backend's serve and command is checked, labelled as in the campaign."""
+    entries = {(e.backend, e.part) for e in ce.ENGINES.values()}
+    for serving in SERVING.values():
+        assert {(serving.name, "serve"), (serving.name, "command")} <= entries
+        assert f"{serving.name}.serve" in ce.ENGINES and f"{serving.name}.command" in ce.ENGINES
 
 
 def test_versions_come_from_the_image_tags() -> None:
@@ -154,6 +168,10 @@ def test_versions_come_from_the_image_tags() -> None:
     assert ce.pinned_version(ce.ENGINES["sglang"]) == "0.4.6.post4"
     assert ce.pinned_version(ce.ENGINES["tensorrt"]) == "1.0.0"
     assert ce.pinned_version(ce.ENGINES["pytorch"]) is None  # llem's own script
+    # a serving backend runs on its engine's service, so its engine's image pins it
+    assert ce.pinned_version(ce.ENGINES["vllm-serve.serve"]) == "0.10.1.1"
+    assert ce.pinned_version(ce.ENGINES["sglang-serve.command"]) == "0.4.6.post4"
+    assert ce.pinned_version(ce.ENGINES["tensorrt-serve.serve"]) == "1.0.0"
 
 
 # --- the check, on a fixture release --------------------------------------------------------------
@@ -207,6 +225,58 @@ def test_no_release_means_not_checked_never_found(tmp_path: Path) -> None:
     )
 
 
+DATACLASS_CLI = textwrap.dedent(
+    """
+    import argparse
+
+    class FrontendArgs:
+        port: int = 8000
+
+        @staticmethod
+        def add_cli_args(parser):
+            for key, value in get_kwargs(FrontendArgs).items():
+                parser.add_argument(f"--{key.replace('_', '-')}", **value)
+    """
+)
+DERIVED = ce.Engine(
+    "fake",
+    (
+        ce.Stage(
+            "serve",
+            ("cli.py::FrontendArgs.add_cli_args",),
+            derived=(
+                (
+                    "--port",
+                    (
+                        ce.Evidence("cli.py", r"^\s+port: int = 8000$"),
+                        ce.Evidence("cli.py", r"add_argument\(f\"--\{key"),
+                    ),
+                ),
+                ("--host", (ce.Evidence("cli.py", r"^\s+host: str"),)),
+            ),
+        ),
+    ),
+    distribution="fake",
+)
+
+
+def test_an_option_built_at_run_time_counts_only_with_every_line_that_builds_it(
+    tmp_path: Path,
+) -> None:
+    """vLLM's `--port` (a dataclass field) and `--no-...` (BooleanOptionalAction) are no
+    literals: `derived` names the lines that build them; one line gone is MISSING, not found."""
+    release = _release(tmp_path, {"cli.py": DATACLASS_CLI})
+    report = ce.Report()
+    command = ce.Command("fake", "t", ("serve", "--port", "8000", "--host", "h", "--other", "x"))
+    ce.check_engine(DERIVED, [command], release, release, report)
+    assert (report.found, report.missing) == (1, 2), report.lines
+    (derived,) = [line for line in report.lines if " derived " in line]
+    assert "--port" in derived and "cli.py:5, cli.py:10" in derived
+    missing = [line for line in report.lines if "MISSING" in line]
+    assert any("--host" in line for line in missing)  # its building line is not there
+    assert any("--other" in line for line in missing)  # neither literal nor derived
+
+
 def test_a_parser_function_gone_from_the_release_fails(tmp_path: Path) -> None:
     release = _release(tmp_path, {"cli.py": "def main():\n    pass\n"})
     report = ce.Report()
@@ -216,14 +286,15 @@ def test_a_parser_function_gone_from_the_release_fails(tmp_path: Path) -> None:
     assert report.missing == 1  # the group's evidence line is gone too
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("label", list(ce.ENGINES))
 def test_llems_own_scripts_declare_every_option_the_shipped_commands_give_them(
-    backend: str,
+    label: str,
 ) -> None:
     """The part of the check that needs no release: llem's mounted scripts' parse_args."""
     report = ce.Report()
-    commands = [c for c in ce.shipped_commands() if c.backend == backend]
-    ce.check_engine(ce.ENGINES[backend], commands, None, ce.FolderSource(ROOT, "checkout"), report)
+    engine = ce.ENGINES[label]
+    commands = ce.commands_of(engine, ce.shipped_commands())
+    ce.check_engine(engine, commands, None, ce.FolderSource(ROOT, "checkout"), report)
     assert report.missing == 0 and report.failed == 0, "\n".join(report.lines)
     assert report.found == sum(" found " in line for line in report.lines)
 
@@ -269,6 +340,22 @@ def test_release_files_fetched_from_a_tag_are_the_checked_ones() -> None:
     ]
 
 
+def test_a_tag_folder_serves_an_entry_only_when_all_its_files_are_there(tmp_path: Path) -> None:
+    """`tensorrt` and `tensorrt-serve.*` share the tag's folder but read different files: one
+    entry's files being there must not pass another's as fetched (no network: --offline)."""
+    folder = tmp_path / "NVIDIA+TensorRT-LLM@v1.0.0" / "tensorrt_llm" / "commands"
+    folder.mkdir(parents=True)
+    (folder / "bench.py").write_text("# bench\n")
+    repo, tag = "NVIDIA/TensorRT-LLM", "v1.0.0"
+    ready = ce.fetch_github(repo, tag, ["tensorrt_llm/commands/bench.py"], tmp_path, True)
+    assert ready.source is not None
+    assert ready.source.read("tensorrt_llm/commands/bench.py") == "# bench\n"
+    paths = ce.release_paths(ce.ENGINES["tensorrt-serve.serve"])
+    assert paths == ["tensorrt_llm/commands/serve.py"]
+    other = ce.fetch_github(repo, tag, paths, tmp_path, True)
+    assert other.source is None and "not in the cache (--offline)" in other.tried[0]
+
+
 def _empty_zip() -> bytes:
     import io
     import zipfile
@@ -292,7 +379,7 @@ def test_update_doc_replaces_only_the_marked_block(tmp_path: Path) -> None:
 
 # --- SGLang's data path ---------------------------------------------------------------------------
 
-SERVING = textwrap.dedent(
+SERVING_SOURCE = textwrap.dedent(
     """
     import os
     from typing import List, Tuple
@@ -368,7 +455,7 @@ WORKLOAD = ce.Workload("campaigns/x.yaml", 20, 32, 8)
 
 
 def test_shipped_sglang_command_samples_from_its_own_file(tmp_path: Path) -> None:
-    release = _release(tmp_path, {ce.BENCH_SERVING: SERVING, ce.OFFLINE: OFFLINE})
+    release = _release(tmp_path, {ce.BENCH_SERVING: SERVING_SOURCE, ce.OFFLINE: OFFLINE})
     report = ce.Report()
     ce.check_sglang_data(release, SHIPPED_SGLANG, WORKLOAD, report)
     assert (report.found, report.failed) == (1, 0), report.lines
@@ -380,14 +467,14 @@ def test_shipped_sglang_command_samples_from_its_own_file(tmp_path: Path) -> Non
 
 
 def test_a_sglang_command_without_a_file_is_caught_downloading(tmp_path: Path) -> None:
-    release = _release(tmp_path, {ce.BENCH_SERVING: SERVING, ce.OFFLINE: OFFLINE})
+    release = _release(tmp_path, {ce.BENCH_SERVING: SERVING_SOURCE, ce.OFFLINE: OFFLINE})
     report = ce.Report()
     ce.check_sglang_data(release, WITHOUT_FILE, WORKLOAD, report)
     assert report.failed == 1 and "tried a download" in report.lines[0]
 
 
 def test_lifted_code_that_opens_a_socket_fails_the_check(tmp_path: Path) -> None:
-    sneaky = SERVING.replace(
+    sneaky = SERVING_SOURCE.replace(
         "    with open(dataset_path) as f:",
         "    import urllib.request\n    urllib.request.urlopen('http://example.invalid/x')\n"
         "    with open(dataset_path) as f:",
@@ -418,6 +505,30 @@ def test_the_pinned_sglang_sampler_on_the_shipped_and_the_old_command() -> None:
     assert shipped.failed == 0 and "64 requests of 256 -> 128 tokens" in shipped.lines[0]
     assert "warm-up (sglang/bench_offline_throughput.py:333) 16 of 256 -> 16" in shipped.lines[0]
     assert old.failed == 1 and "ShareGPT" in old.lines[0]  # the download issue 12 found
+
+
+SHIPPED_SGLANG_CLIENT = ce.Command("sglang-serve", "llem init template", SERVING["sglang"].command)
+
+
+def test_the_sglang_serving_client_samples_from_its_own_file(tmp_path: Path) -> None:
+    """The serving client's measured requests come from the same `get_dataset`; it has no
+    warm-up sampling of its own (its warm-up resends the first request; none at 0)."""
+    release = _release(tmp_path, {ce.BENCH_SERVING: SERVING_SOURCE, ce.OFFLINE: OFFLINE})
+    report = ce.Report()
+    ce.check_sglang_data(release, SHIPPED_SGLANG_CLIENT, WORKLOAD, report, label="sglang-serve")
+    assert (report.found, report.failed) == (1, 0), report.lines
+    (line,) = report.lines
+    assert line.startswith("sglang-serve ")
+    assert "20 requests of 32 -> 8 tokens" in line and "warm-up" not in line
+    assert "no download" in line
+
+
+def test_the_pinned_sglang_sampler_on_the_serving_client() -> None:
+    release = ce.WheelSource(_sglang_wheel())
+    report = ce.Report()
+    workload = ce.Workload("campaigns/x.yaml", 128, 256, 128)
+    ce.check_sglang_data(release, SHIPPED_SGLANG_CLIENT, workload, report, label="sglang-serve")
+    assert report.failed == 0 and "128 requests of 256 -> 128 tokens" in report.lines[0]
 
 
 def test_fake_numpy_randint_is_high_exclusive() -> None:

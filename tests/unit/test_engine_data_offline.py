@@ -31,7 +31,7 @@ import yaml
 
 from llem_cli.runner.records import prepare_experiment_dir, read_metrics
 from llem_cli.runs.layout import RunDir
-from llem_cli.templates import BACKENDS, DEFAULT_MODEL, SCRIPTS_MOUNT
+from llem_cli.templates import BACKENDS, DEFAULT_MODEL, SCRIPTS_MOUNT, SERVING, template
 from llem_testkit.scripts import ENGINE_SCRIPTS, load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,15 +106,17 @@ def _shipped() -> list[tuple[str, str, tuple[str, ...], dict[str, str]]]:
     found: list[tuple[str, str, tuple[str, ...], dict[str, str]]] = []
     template_params = {"model": DEFAULT_MODEL, "num_prompts": "8", "input_len": "32",
                        "output_len": "16", "batch_size": "4"}  # fmt: skip
-    for name, template in BACKENDS.items():
-        if "--" in template.command:
-            found.append((name, "llem init template", template.command, template_params))
+    templates = {**BACKENDS, **{serving.name: serving for serving in SERVING.values()}}
+    for name, shipped in templates.items():
+        if "--" in shipped.command:
+            params = {**template_params, "request_rate": "4"}
+            found.append((name, "llem init template", shipped.command, params))
     for path in sorted((ROOT / "campaigns").glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         grid = {key: str(values[0]) for key, values in (data.get("grid") or {}).items() if values}
         for name, backend in (data.get("backends") or {}).items():
             argv = tuple(str(item) for item in backend["command"])
-            if name in BACKENDS and "--" in argv:
+            if name in templates and "--" in argv:
                 found.append((name, f"campaigns/{path.name}", argv, grid))
     return found
 
@@ -123,7 +125,7 @@ SHIPPED = _shipped()
 
 
 def test_the_engines_that_prepare_data_are_all_covered() -> None:
-    assert {(b, o) for b, o, _, _ in SHIPPED} == {
+    offline = {
         (backend, origin)
         for backend in ("tensorrt", "sglang")
         for origin in (
@@ -132,6 +134,13 @@ def test_the_engines_that_prepare_data_are_all_covered() -> None:
             "campaigns/smoke.yaml",
         )
     }
+    serving = {
+        (backend, origin)
+        for backend in ("tensorrt-serve", "sglang-serve")
+        for origin in ("llem init template", "campaigns/serving-sweep.yaml")
+    }
+    assert {(b, o) for b, o, _, _ in SHIPPED} == offline | serving
+    assert "--" not in template("vllm-serve").command  # vLLM's client makes its own prompts
 
 
 def _fill_cache(hf_home: Path, model: str) -> None:

@@ -17,7 +17,14 @@ from click.testing import CliRunner
 
 from llem_cli.campaign.load import check_file, load_campaign
 from llem_cli.cli import cli
-from llem_cli.templates import BACKENDS, DEFAULT_MODEL, render_compose, script_text
+from llem_cli.templates import (
+    BACKENDS,
+    DEFAULT_MODEL,
+    SERVING,
+    render_compose,
+    script_text,
+    scripts_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMBINATIONS = [
@@ -223,8 +230,92 @@ def test_cli_choices_are_the_known_backends() -> None:
     assert list(option.type.choices) == list(BACKENDS)
 
 
+# --- llem init --serve ----------------------------------------------------------------------
+
+SERVING_COMBINATIONS = [
+    list(combo) for n in range(1, len(SERVING) + 1) for combo in itertools.combinations(SERVING, n)
+]
+
+
+@pytest.mark.parametrize("engines", SERVING_COMBINATIONS, ids="+".join)
+def test_every_serving_combination_validates_as_written(engines: list[str], tmp_path: Path) -> None:
+    path = tmp_path / "serve.yaml"
+    result = init("--serve", *backend_args(engines), "--compose", str(path))
+    assert result.exit_code == 0, result.output
+    assert_valid(path)
+    loaded = load_campaign(path)
+    names = [SERVING[e].name for e in engines]
+    assert list(loaded.campaign.backends) == names
+    assert loaded.campaign.execution.order == "grouped"
+    for engine, name in zip(engines, names, strict=True):
+        backend = loaded.campaign.backends[name]
+        serving = SERVING[engine]
+        assert backend.service == engine
+        assert tuple(backend.serve or ()) == serving.serve
+        assert tuple(backend.ready or ()) == serving.ready
+        assert tuple(backend.command) == serving.command
+        assert backend.serving and not backend.includes_model_load
+        configs = [c for c in loaded.configs if c.backend == name]
+        assert len({c.params[serving.server_param] for c in configs}) == 2
+        assert len({c.params["request_rate"] for c in configs}) == 2
+    compose = yaml.safe_load((tmp_path / "serve.compose.yml").read_text())
+    assert list(compose["services"]) == engines  # the engines' own services, unchanged
+    wanted = set(scripts_for(names))
+    written = {p.name for p in (tmp_path / "scripts").glob("*")} if wanted else set()
+    assert written == wanted
+    for name in written:
+        assert (tmp_path / "scripts" / name).read_text() == script_text(name)
+
+
+def test_serve_defaults_to_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = init("--serve", "--compose")
+    assert result.exit_code == 0, result.output
+    assert_valid(tmp_path / "campaign.yaml")
+    loaded = load_campaign(tmp_path / "campaign.yaml")
+    assert list(loaded.campaign.backends) == ["vllm-serve"]
+    assert {c.params["model"] for c in loaded.configs} == {DEFAULT_MODEL}
+
+
+def test_serving_campaign_is_commented(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    assert init("--serve", "-b", "sglang", "--compose", str(path)).exit_code == 0
+    text = path.read_text()
+    for words in ("llem validate", "llem run", "--resume", "serve", "ready", "server params",
+                  "{experiment_dir}/result.json", "max_memory_growth_pct", "grouped"):  # fmt: skip
+        assert words in text, words
+
+
+def test_serve_uses_the_repository_compose_files(tmp_path: Path) -> None:
+    """campaigns/ beside compose/: the serving campaign uses the engines' compose files."""
+    shutil.copytree(ROOT / "compose", tmp_path / "compose", ignore=shutil.ignore_patterns("demo"))
+    path = tmp_path / "campaigns" / "serve.yaml"
+    path.parent.mkdir()
+    result = init("--serve", "-b", "tensorrt", str(path))
+    assert result.exit_code == 0, result.output
+    assert_valid(path)
+    assert load_campaign(path).campaign.compose_files == ["../compose/tensorrt.yml"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["serve.yaml"]
+
+
+def test_serve_refuses_an_engine_without_a_server(tmp_path: Path) -> None:
+    """pytorch has no server: exit 2, the engines that have one named, nothing written."""
+    for args in (["-b", "pytorch"], ["-b", "vllm", "-b", "pytorch"]):
+        result = init("--serve", *args, "--compose", str(tmp_path / "c.yaml"))
+        assert result.exit_code == 2, result.output
+        assert "pytorch has no server" in result.stderr
+        assert all(f"--backend {name}" in result.stderr for name in SERVING)
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_serving_engines_are_cli_choices() -> None:
+    option = next(p for p in cli.commands["init"].params if p.name == "backends")
+    assert set(SERVING) <= set(option.type.choices)
+
+
 def test_help_has_examples_and_says_what_happens_without_compose() -> None:
     result = CliRunner().invoke(cli, ["init", "--help"])
     assert result.exit_code == 0
     assert "Examples:" in result.output and "llem init --backend vllm --compose" in result.output
     assert "pip install llem" in result.output
+    assert "--serve" in result.output and "llem init --serve" in result.output

@@ -93,7 +93,7 @@ def test_doctor_report_with_counter_and_without(stub):
     assert result["lines"] == [
         "NVIDIA driver 550.54.15, 2 GPU(s)",
         "GPU 0: NVIDIA H200, 143771 MiB; energy: total energy counter; temperature: yes",
-        "GPU 1: Tesla P100, 16384 MiB; energy: sampled power every 100 ms "
+        "GPU 1: Tesla P100, 16384 MiB; energy: sampled power every 50 ms "
         "(not supported (Not Supported)); temperature: yes",
     ]
 

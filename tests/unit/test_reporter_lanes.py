@@ -250,3 +250,26 @@ def test_rich_without_lanes_keeps_the_single_row(rich: RichReporter) -> None:
     rich.event(finished("abc-c1"))
     assert len(rich.rows()) == 1 and rich.lane_rows == {}
     assert "lane" not in screen(rich)
+
+
+def test_the_live_display_says_when_a_server_is_loading(rich: RichReporter) -> None:
+    rich.event(
+        {
+            "type": "server",
+            "service": "vllm",
+            "server_id": "abc",
+            "state": "loading",
+            "waited_s": 20.0,
+        }
+    )
+    assert any("server abc of vllm loading (20s)" in status for _, status in rich.rows())
+    line = describe(
+        {
+            "type": "server_ready",
+            "service": "vllm",
+            "server_id": "abc",
+            "waited_s": 31.5,
+            "memory_used_pct": 91.0,
+        }
+    )
+    assert line == "server abc of vllm ready after 31.5s, GPU memory 91% used"

@@ -110,10 +110,12 @@ def test_metrics_publish_exactly_the_normalized_names(schema: dict[str, Any]) ->
 
 
 def test_backend_publishes_loads_model_with_its_meaning(schema: dict[str, Any]) -> None:
-    """A backend's window includes model load unless it says otherwise (a serving client)."""
+    """A backend's window includes model load unless it says otherwise; a serving backend's
+    default is false (its client talks to a server already loaded)."""
     prop = schema["$defs"]["Backend"]["properties"]["loads_model"]
-    assert prop["type"] == "boolean" and prop["default"] is True
+    assert {"type": "boolean"} in prop["anyOf"] and prop["default"] is None
     assert "measurement.includes_model_load" in prop["description"]
+    assert "false for a serving backend" in prop["description"]
     assert "loads_model" not in schema["$defs"]["Backend"].get("required", [])
 
 

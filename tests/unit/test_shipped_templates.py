@@ -5,18 +5,23 @@ Their one source is the package data in ``llem_cli/templates/compose/``; the rep
 are checked as text (the shape :func:`render_compose` merges) and as data (GPU reservation,
 HF_TOKEN passed through with no value, the shared cache volume). The scripts are tested without
 torch (argument parsing, the timing loop, the JSON report) and on Python 3.8, the oldest a
-container may have, where one is installed. Docker Compose's own reading of these files is in
-tests/docker/test_compose_files.py.
+container may have, where one is installed. The serving templates (``SERVING``) run on the same
+compose services: their ports agree between server, ready check and client, nothing is
+published, and the ready check is run here against a local HTTP server. Docker Compose's own
+reading of these files is in tests/docker/test_compose_files.py.
 """
 
 from __future__ import annotations
 
 import ast
+import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -26,10 +31,14 @@ import pytest
 import yaml
 
 import llem_cli.templates
+from llem_cli.campaign.placeholders import PER_EXPERIMENT, placeholder_names
 from llem_cli.templates import (
     BACKENDS,
+    SERVING,
     compose_parts,
     compose_text,
+    mounted_names,
+    ready_probe,
     render_compose,
     script_names,
     script_text,
@@ -63,7 +72,7 @@ def test_scripts_folder_is_a_link_to_the_package_data() -> None:
     assert SCRIPTS.is_symlink()
     assert os.readlink(SCRIPTS) == "../llem_cli/templates/compose/scripts"
     assert SCRIPTS.resolve() == PACKAGE_COMPOSE / "scripts"
-    for name in script_names():
+    for name in mounted_names():
         assert not (PACKAGE_COMPOSE / "scripts" / name).is_symlink()
 
 
@@ -85,9 +94,20 @@ def test_compose_files_share_the_header_and_footer_render_compose_merges() -> No
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_a_service_mounts_scripts_exactly_when_its_command_runs_one(backend: str) -> None:
+    """The offline benchmark's or, for an engine with a server, the serving backend's."""
     service = yaml.safe_load(compose_text(backend))["services"][backend]
     mounts = "./scripts:/llem/scripts:ro" in service.get("volumes", [])
-    assert mounts == bool(BACKENDS[backend].scripts)
+    serving = SERVING[backend].scripts if backend in SERVING else ()
+    assert mounts == bool(BACKENDS[backend].scripts or serving)
+
+
+@pytest.mark.parametrize("path", ENGINE_FILES, ids=lambda p: p.name)
+def test_no_service_publishes_a_port(path: Path) -> None:
+    """A serving backend's clients exec in the server's own container: a published port would
+    only collide between lanes (and Slurm tasks), and expose the server."""
+    (service,) = yaml.safe_load(path.read_text())["services"].values()
+    assert "ports" not in service and "expose" not in service
+    assert service.get("network_mode") is None  # the container's own network: ports never meet
 
 
 @pytest.mark.parametrize("path", ENGINE_FILES, ids=lambda p: p.name)
@@ -116,10 +136,123 @@ def test_only_vllm_resets_the_entrypoint() -> None:
 
 
 def test_every_packaged_script_is_used_and_every_used_one_is_packaged() -> None:
-    used = sorted({s for b in BACKENDS.values() for s in b.scripts})
-    assert script_names() == used
+    templates = [*BACKENDS.values(), *SERVING.values()]
+    used = sorted({s for b in templates for s in b.scripts})
+    assert mounted_names() == used
+    assert script_names() == [name for name in used if name.endswith(".py")]
     for name in used:
         assert (SCRIPTS / name).read_text() == script_text(name)
+
+
+def test_package_data_ships_every_template_file() -> None:
+    """setup.cfg's package data: what init reads must be in a wheel (tests/unit/
+    test_wheel_install.py installs one)."""
+    text = (ROOT / "setup.cfg").read_text()
+    for pattern in ("campaign.yaml.tmpl", "serving.yaml.tmpl", "compose/*.yml",
+                    "compose/scripts/*.py", "compose/scripts/*.yml"):  # fmt: skip
+        assert re.search(rf"^\s+{re.escape(pattern)}$", text, re.MULTILINE), pattern
+
+
+# --- serving: the servers on the engines' own services ---------------------------------------
+
+
+def _port(url_or_items: str) -> set[str]:
+    return set(re.findall(r"127\.0\.0\.1:(\d+)", url_or_items))
+
+
+@pytest.mark.parametrize("engine", list(SERVING))
+def test_serving_ports_agree(engine: str) -> None:
+    """The server listens where the ready check and the client look: one port per engine."""
+    serving = SERVING[engine]
+    serve_port = serving.serve[serving.serve.index("--port") + 1]
+    client_port = serving.command[serving.command.index("--port") + 1]
+    assert serve_port == client_port
+    assert _port(" ".join(serving.ready)) == {serve_port}
+
+
+@pytest.mark.parametrize("engine", list(SERVING))
+def test_serving_argvs_use_server_params_only_in_the_server(engine: str) -> None:
+    """serve/ready: the model and the engine's running-batch cap, never a per-experiment
+    built-in (llem refuses those); the client: the workload and the request rate."""
+    serving = SERVING[engine]
+    server = {n for item in (*serving.serve, *serving.ready) for n in placeholder_names(item)}
+    assert server == {"model", serving.server_param}
+    assert not server & set(PER_EXPERIMENT)
+    client = {n for item in serving.command for n in placeholder_names(item)}
+    assert client == {"model", "num_prompts", "input_len", "output_len", "request_rate",
+                      "experiment_dir"}  # fmt: skip
+    assert serving.name == f"{engine}-serve"
+    assert engine in BACKENDS  # its compose service is the engine's own
+
+
+def test_tensorrt_server_option_file_turns_block_reuse_off() -> None:
+    """trtllm-serve --extra_llm_api_options: the file the tensorrt-serve backend mounts."""
+    serving = SERVING["tensorrt"]
+    path = serving.serve[serving.serve.index("--extra_llm_api_options") + 1]
+    assert path == "/llem/scripts/llem_trtllm_serve.yml"
+    options = yaml.safe_load(script_text("llem_trtllm_serve.yml"))
+    assert options == {"kv_cache_config": {"enable_block_reuse": False}}
+
+
+def test_every_server_keeps_no_prompt_cache_between_experiments() -> None:
+    assert "--no-enable-prefix-caching" in SERVING["vllm"].serve
+    assert "--disable-radix-cache" in SERVING["sglang"].serve
+    assert "--extra_llm_api_options" in SERVING["tensorrt"].serve
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        self.send_response(_Health.status if self.path == "/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def health_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    _Health.status = 200
+
+
+def _run_ready(argv: tuple[str, ...]) -> subprocess.CompletedProcess:
+    assert argv[0] == "python3"
+    return subprocess.run(
+        [sys.executable, *argv[1:]], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_ready_probe_exits_0_only_on_200(health_server) -> None:
+    """The ready argv, run as llem runs it (one exec): 0 on 200; non-zero, with the reason on
+    its last line, on 503, 404 and a refused connection."""
+    port = health_server.server_address[1]
+    assert _run_ready(ready_probe(f"http://127.0.0.1:{port}/health")).returncode == 0
+    _Health.status = 503
+    done = _run_ready(ready_probe(f"http://127.0.0.1:{port}/health"))
+    assert done.returncode != 0 and "503" in done.stderr.strip().splitlines()[-1]
+    _Health.status = 200
+    assert _run_ready(ready_probe(f"http://127.0.0.1:{port}/nowhere")).returncode != 0
+    health_server.shutdown()
+    health_server.server_close()
+    done = _run_ready(ready_probe(f"http://127.0.0.1:{port}/health"))
+    assert done.returncode != 0 and "refused" in done.stderr.strip().splitlines()[-1].lower()
+
+
+@pytest.mark.parametrize("engine", list(SERVING))
+def test_shipped_ready_is_the_probe_on_python(engine: str) -> None:
+    """Every engine image has python3 (docs/engines.md); none of them is known to have curl."""
+    ready = SERVING[engine].ready
+    assert ready[:2] == ("python3", "-c")
+    ast.parse(ready[2], feature_version=(3, 8))
+    (url,) = re.findall(r"'(http://[^']+)'", ready[2])
+    assert ready == ready_probe(url, int(re.findall(r"timeout=(\d+)", ready[2])[0]))
 
 
 # --- compose/scripts/llem_generate_bench.py --------------------------------------------------

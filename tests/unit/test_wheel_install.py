@@ -130,3 +130,21 @@ def test_init_then_validate_in_an_empty_folder(installed: Path, tmp_path: Path) 
     done = run([llem, "init", "--backend", "vllm", "--model", "gpt2", "new.yaml"], tmp_path)
     assert done.returncode == 2  # no overwrite without --force
     assert "already exists" in done.stderr and "--force" in done.stderr
+
+
+def test_serving_init_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+    """`llem init --serve` reads serving.yaml.tmpl and the option file the TensorRT-LLM server
+    mounts (compose/scripts/*.yml): both must be package data."""
+    llem = installed / "llem"
+    done = run([llem, "init", "--serve", "-b", "tensorrt", "-b", "sglang", "s.yaml"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "wrote s.yaml",
+        "wrote s.compose.yml",
+        "wrote scripts/llem_trtllm_serve.yml",  # the server's, then the client's
+        "wrote scripts/llem_sglang_dataset.py",
+    ]
+    done = run([llem, "validate", "s.yaml"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    options = tmp_path / "scripts" / "llem_trtllm_serve.yml"
+    assert options.read_text() == script_text("llem_trtllm_serve.yml")

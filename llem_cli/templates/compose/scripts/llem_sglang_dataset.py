@@ -11,6 +11,13 @@ the same shape (a JSON list of two-turn ``conversations``) and the campaign pass
 ``--dataset-path``; then, if a command follows ``--``, the script replaces itself with it, as
 ``llem_trtllm_dataset.py`` does for TensorRT-LLM.
 
+The serving clients read the same file the same way: ``python3 -m sglang.bench_serving
+--dataset-name random`` (the same ``sample_random_requests``) and TensorRT-LLM's
+``python3 -m tensorrt_llm.serve.scripts.benchmark_serving --dataset-name random``, whose random
+dataset may also cut ShareGPT conversations to length (and then downloads ShareGPT when no
+``--dataset-path`` is given); llem's serving backends (``sglang-serve``, ``tensorrt-serve``)
+pass this file to both.
+
 Why many short conversations rather than ``--num-prompts`` long ones: SGLang repeats a short
 prompt's tokens up to the requested length, so the text's length does not matter; but its warm-up
 draws its prompts from the same file as the measured requests, and the radix cache would serve a
