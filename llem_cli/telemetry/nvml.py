@@ -40,6 +40,8 @@ _FUNCTION_NOT_FOUND = 13
 _GPU_IS_LOST = 15
 
 _TEMPERATURE_GPU = 0  # NVML_TEMPERATURE_GPU: the GPU die sensor
+_CLOCK_SM = 1  # NVML_CLOCK_SM (nvmlClockType_t)
+_CLOCK_MEM = 2  # NVML_CLOCK_MEM
 
 # nvmlClocksEventReason* bits (formerly nvmlClocksThrottleReason*), as short names.
 CLOCK_EVENT_REASONS: dict[int, str] = {
@@ -67,6 +69,14 @@ class NvmlNotSupported(NvmlError):
     """This GPU or driver cannot answer this query (old GPU, missing symbol, no permission)."""
 
 
+class NvmlNoPermission(NvmlNotSupported):
+    """NVML refused a call for lack of permission (``NVML_ERROR_NO_PERMISSION``).
+
+    A subclass of :class:`NvmlNotSupported`, so a reader that only wants a value treats it
+    as missing; code that changes settings tells it apart.
+    """
+
+
 class NvmlUnavailable(NvmlError):
     """No usable NVML on this host: binding, library or driver missing."""
 
@@ -83,7 +93,7 @@ def _translate(exc: BaseException) -> NvmlError:
         # A missing symbol means an older driver: for llem it is the same as unsupported.
         return NvmlNotSupported(f"not supported ({text})", code)
     if code == _NO_PERMISSION:
-        return NvmlNotSupported(f"no permission ({text})", code)
+        return NvmlNoPermission(f"no permission ({text})", code)
     if code in (_LIBRARY_NOT_FOUND, _DRIVER_NOT_LOADED):
         return NvmlUnavailable(f"NVML unavailable ({text})", code)
     if code == _GPU_IS_LOST:
@@ -250,6 +260,81 @@ class Gpu:
         """:meth:`clock_event_bits` decoded to names, ``gpu_idle`` included."""
         return decode_clock_events(self.clock_event_bits())
 
+    # ---- settings: power limit and locked clocks (changing them needs root/admin) ----
+
+    @_nvml_errors
+    def power_limit_mw(self) -> int:
+        """The power management limit in milliwatts (``nvmlDeviceGetPowerManagementLimit``).
+
+        What was last set (or the default); :meth:`enforced_power_limit_mw` is what the
+        driver applies once other limits are taken into account.
+        """
+        return int(self._nv.nvmlDeviceGetPowerManagementLimit(self._handle))
+
+    @_nvml_errors
+    def enforced_power_limit_mw(self) -> int:
+        """The power limit the driver enforces, mW (``nvmlDeviceGetEnforcedPowerLimit``)."""
+        return int(self._nv.nvmlDeviceGetEnforcedPowerLimit(self._handle))
+
+    @_nvml_errors
+    def power_limit_constraints_mw(self) -> tuple[int, int]:
+        """``(min, max)`` power limit this GPU accepts, in milliwatts."""
+        low, high = self._nv.nvmlDeviceGetPowerManagementLimitConstraints(self._handle)
+        return int(low), int(high)
+
+    @_nvml_errors
+    def set_power_limit_mw(self, limit_mw: int) -> None:
+        """Set the power management limit (milliwatts; root/admin; lost on driver reload)."""
+        self._nv.nvmlDeviceSetPowerManagementLimit(self._handle, int(limit_mw))
+
+    @_nvml_errors
+    def lock_sm_clocks(self, min_mhz: int, max_mhz: int) -> None:
+        """Lock the SM clock in ``[min_mhz, max_mhz]`` (``nvmlDeviceSetGpuLockedClocks``).
+
+        Volta and newer; root/admin. NVML has no call that reads the lock back: read
+        the clock itself (:meth:`sm_clock_mhz`) and undo with :meth:`reset_sm_clocks`.
+        """
+        self._nv.nvmlDeviceSetGpuLockedClocks(self._handle, int(min_mhz), int(max_mhz))
+
+    @_nvml_errors
+    def reset_sm_clocks(self) -> None:
+        """Unlock the SM clock (``nvmlDeviceResetGpuLockedClocks``; root/admin)."""
+        self._nv.nvmlDeviceResetGpuLockedClocks(self._handle)
+
+    @_nvml_errors
+    def lock_mem_clocks(self, min_mhz: int, max_mhz: int) -> None:
+        """Lock the memory clock into ``[min_mhz, max_mhz]`` (``nvmlDeviceSetMemoryLockedClocks``).
+
+        Ampere and newer; root/admin; no getter for the lock, as for :meth:`lock_sm_clocks`.
+        """
+        self._nv.nvmlDeviceSetMemoryLockedClocks(self._handle, int(min_mhz), int(max_mhz))
+
+    @_nvml_errors
+    def reset_mem_clocks(self) -> None:
+        """Unlock the memory clock (``nvmlDeviceResetMemoryLockedClocks``; root/admin)."""
+        self._nv.nvmlDeviceResetMemoryLockedClocks(self._handle)
+
+    @_nvml_errors
+    def supported_mem_clocks_mhz(self) -> list[int]:
+        """Memory clocks this GPU can run at, MHz (``nvmlDeviceGetSupportedMemoryClocks``)."""
+        return [int(c) for c in self._nv.nvmlDeviceGetSupportedMemoryClocks(self._handle)]
+
+    @_nvml_errors
+    def supported_sm_clocks_mhz(self, mem_clock_mhz: int) -> list[int]:
+        """SM (graphics) clocks supported with the memory clock ``mem_clock_mhz``, MHz."""
+        clocks = self._nv.nvmlDeviceGetSupportedGraphicsClocks(self._handle, int(mem_clock_mhz))
+        return [int(c) for c in clocks]
+
+    @_nvml_errors
+    def sm_clock_mhz(self) -> int:
+        """The SM clock right now, MHz (``nvmlDeviceGetClockInfo(NVML_CLOCK_SM)``)."""
+        return int(self._nv.nvmlDeviceGetClockInfo(self._handle, _CLOCK_SM))
+
+    @_nvml_errors
+    def mem_clock_mhz(self) -> int:
+        """The memory clock right now, MHz (``nvmlDeviceGetClockInfo(NVML_CLOCK_MEM)``)."""
+        return int(self._nv.nvmlDeviceGetClockInfo(self._handle, _CLOCK_MEM))
+
 
 def decode_clock_events(bits: int) -> list[str]:
     """Names of the set bits; unknown bits as ``0x...`` so nothing is silently dropped."""
@@ -274,15 +359,53 @@ class GpuSet:
     missing: dict[int, str] = field(default_factory=dict)
     driver_version: str | None = None
     _binding: ModuleType | None = field(default=None, repr=False)
+    #: how many GPUs NVML sees on the host (0 without NVML), requested or not
+    count: int = 0
+    _others: dict[int, Gpu] = field(default_factory=dict, repr=False)
 
     @property
     def available(self) -> bool:
         """Whether at least one GPU can be queried."""
         return bool(self.gpus)
 
+    def gpu(self, index: int) -> Gpu | None:
+        """The GPU at NVML ``index``: one of :attr:`gpus`, else any other host GPU, opened now.
+
+        None when the host has no such GPU, NVML is closed, or its handle cannot be had.
+        GPUs opened here are not added to :attr:`gpus` (the GPUs this set measures).
+        """
+        if index in self.gpus:
+            return self.gpus[index]
+        if index in self._others:
+            return self._others[index]
+        binding = self._binding
+        if binding is None or not 0 <= index < self.count:
+            return None
+        handle, _ = reading(_nvml_errors(lambda: binding.nvmlDeviceGetHandleByIndex(index)))
+        if handle is None:
+            return None
+        self._others[index] = Gpu(binding, index, handle)
+        return self._others[index]
+
+    def by_uuid(self, uuid: str) -> Gpu | None:
+        """The host GPU with this UUID (any index, requested or not), or None if NVML knows none."""
+        candidates = [*self.gpus, *(i for i in range(self.count) if i not in self.gpus)]
+        for index in candidates:
+            gpu = self.gpu(index)
+            if gpu is None:
+                continue
+            try:
+                found, _ = reading(gpu.uuid)
+            except NvmlGpuLost:
+                continue  # a GPU off the bus is not the one asked for, whichever it was
+            if found == uuid:
+                return gpu
+        return None
+
     def close(self) -> None:
         """End the NVML session (``nvmlShutdown``; NVML reference-counts init/shutdown)."""
         binding, self._binding = self._binding, None
+        self._others.clear()
         if binding is not None:
             # Shutting down: a failure here has nothing left to spoil.
             with contextlib.suppress(Exception):
@@ -319,7 +442,7 @@ def open_gpus(indices: Iterable[int] | None = None) -> GpuSet:
     except NvmlError as exc:
         return GpuSet(reason=_no_nvml_reason(exc))
     wanted = list(range(count)) if indices is None else sorted(set(indices))
-    result = GpuSet(driver_version=driver, _binding=binding)
+    result = GpuSet(driver_version=driver, _binding=binding, count=count)
     for index in wanted:
         if not 0 <= index < count:
             result.missing[index] = f"GPU {index} not found (host has {count})"
