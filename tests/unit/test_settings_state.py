@@ -33,6 +33,7 @@ from llem_cli.telemetry.settings_state import (
     process_start_ticks,
 )
 from llem_testkit import REPO_ROOT
+from llem_testkit.engine import skip_unless_possible
 from llem_testkit.nvml_stub import Stub
 
 ORIGINAL = Original(power_limit_w=700.0)
@@ -206,7 +207,7 @@ def test_orphans_by_dead_pid_reused_pid_and_zombie(
 def test_a_rebooted_host_makes_every_owner_gone() -> None:
     me = Owner.current("/results/c/run")
     if me.boot_id is None:
-        pytest.skip("no /proc/sys/kernel/random/boot_id here")
+        skip_unless_possible("no /proc/sys/kernel/random/boot_id here")
     before_reboot = Owner(
         me.run_dir, me.pid, me.pid_start, me.host, me.since, boot_id="not-this-boot"
     )
@@ -392,7 +393,7 @@ def test_no_permission_to_write_suggests_llem_state_dir(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
-            pytest.skip("running as root and no setpriv to drop CAP_DAC_OVERRIDE")
+            skip_unless_possible("running as root and no setpriv to drop CAP_DAC_OVERRIDE")
         prefix = (setpriv, "--bounding-set", "-dac_override,-dac_read_search")
     where = tmp_path / "state"
     where.mkdir()
