@@ -31,16 +31,16 @@ lint: venv
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
+# chromium: tests/e2e/test_report_browser.py opens llem report's HTML in it (scripts/chromium.sh)
 test: venv engine lint
+	bash scripts/chromium.sh
 	$(VENV)/bin/pytest -q
 
+# validate, plan, run, status, results, report (its path printed last); without an NVIDIA GPU
+# the run measures a simulated one, marked as such (scripts/demo.sh; LLEM_DEMO_GPU=real|simulated)
 demo: venv
 	bash scripts/engine.sh --demo-image
-	$(VENV)/bin/llem validate campaigns/demo.yaml
-	$(VENV)/bin/llem plan campaigns/demo.yaml
-	$(VENV)/bin/llem run campaigns/demo.yaml
-	$(VENV)/bin/llem status campaigns/demo.yaml
-	$(VENV)/bin/llem results campaigns/demo.yaml --group-by backend,size
+	bash scripts/demo.sh $(VENV)
 
 # bench-only profilers (not imported by any test or bench script, so not in setup.cfg)
 BENCH_TOOLS := $(VENV)/.bench-tools-stamp

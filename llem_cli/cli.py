@@ -298,6 +298,47 @@ def results(
 
 
 @cli.command()
+@click.argument(
+    "run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_DIR..."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="The HTML file to write (default: RUN_DIR/report.html for one run, "
+    "./report.html for several).",
+)
+@click.option(
+    "--figures",
+    "figures_dir",
+    envvar="LLEM_REPORT_FIGURES",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Also write each figure into DIR as SVG, PNG and PDF.",
+)
+def report(run_dirs: tuple[Path, ...], output: Path | None, figures_dir: Path | None) -> None:
+    """A self-contained HTML report (figures and tables) of one or more runs.
+
+    Energy per output token against throughput per configuration (95 % intervals on
+    both axes, one colour per backend, the Pareto front), energy per configuration,
+    the table of configurations and how each run measured. The page fetches nothing
+    (inline SVG and CSS): it opens offline, mails and prints as it is. A run with no
+    ok experiment gives a report that says so (exit 0). A campaign FILE stands for its
+    newest run.
+
+    \b
+    Examples:
+      llem report results/demo/20261128T140500Z
+      llem report results/demo/20261128T140500Z results/demo/20261129T090000Z -o compare.html
+      llem report results/demo/20261128T140500Z --figures figures/
+    """
+    from llem_cli.commands.report import write_report
+
+    code = write_report(list(run_dirs), output=output, figures_dir=figures_dir, out=get_output())
+    click.get_current_context().exit(code)
+
+
+@cli.command()
 @click.argument("campaign", required=False, type=campaign_file, metavar="[FILE]")
 @click.option(
     "--json", "as_json", is_flag=True, envvar="LLEM_DOCTOR_JSON", help="Print the checks as JSON."

@@ -85,7 +85,10 @@ def show_results(
     if fmt == "csv":
         sys.stdout.write(_rows_csv(stats_rows(groups)))
         return 0
-    _table(loaded.run.run_id, groups, len(records), out, per_config=not group_by)
+    simulated = any((r.measurement or {}).get("simulated") is True for r in records)
+    _table(
+        loaded.run.run_id, groups, len(records), out, per_config=not group_by, simulated=simulated
+    )
     return 0
 
 
@@ -128,8 +131,18 @@ def _ci_cell(summary: Summary, *, per_config: bool) -> str:
     return "—"  # no values (the mean says which case) or too large (the mean says so)
 
 
+#: printed before the table when any record was measured on llem's stand-in NVML (make demo)
+SIMULATED_BANNER = "SIMULATED GPU: energy figures from llem's stand-in NVML, not a measurement"
+
+
 def _table(
-    run_id: str, groups: list[GroupStats], n_records: int, out: Output, *, per_config: bool
+    run_id: str,
+    groups: list[GroupStats],
+    n_records: int,
+    out: Output,
+    *,
+    per_config: bool,
+    simulated: bool = False,
 ) -> None:
     from rich.table import Table
 
@@ -166,6 +179,10 @@ def _table(
             first = False
         table.add_section()
     console = out.console()
+    if simulated:
+        console.print(
+            SIMULATED_BANNER, style="bold yellow", markup=False, highlight=False, soft_wrap=True
+        )
     console.print(table)
     if clipped:
         console.print(CLIPPED_FOOTNOTE)

@@ -123,7 +123,16 @@ class HostTelemetry:
                 )
             else:
                 gpus = sorted(self._monitor.gpu_set.gpus)
-                self.log("telemetry", gpus=gpus, note=f"measuring host GPUs {gpus} with NVML")
+                if self._monitor.gpu_set.simulated:
+                    self.log(
+                        "telemetry",
+                        gpus=gpus,
+                        simulated=True,
+                        note=f"SIMULATED GPU: measuring host GPUs {gpus} with llem's stand-in "
+                        "NVML (not a real GPU): every record is marked measurement.simulated",
+                    )
+                else:
+                    self.log("telemetry", gpus=gpus, note=f"measuring host GPUs {gpus} with NVML")
         return self._monitor
 
     @property
@@ -244,7 +253,8 @@ def record_fields(
     true, loading the model is part of ``energy_j``. It is written whether or not the host
     measured anything, since it describes the experiment's exec, not the measurement.
     Under :data:`PHASE_SOURCE` the window's time series goes to the record's builder, which
-    measures the client's phases from it.
+    measures the client's phases from it. ``measurement.simulated`` says whether the figures
+    come from llem's stand-in NVML (true) or the host's driver (false).
     """
     detail: dict[str, Any] = {}
     fields: dict[str, Any] = {}
@@ -267,6 +277,7 @@ def record_fields(
             "warnings": list(measurement.warnings),
             "reasons": dict(measurement.reasons),
             "clock_events": list(measurement.clock_events),
+            "simulated": measurement.simulated,
         }
         if measurement.neighbours is not None:
             detail["neighbours"] = dict(measurement.neighbours)

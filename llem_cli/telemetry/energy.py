@@ -458,6 +458,7 @@ class EnergyMonitor:
             foreign_pids=window.foreign_pids,
             warnings=list(window.warnings),
             series=window.series,
+            simulated=self.gpu_set.simulated,
         )
         if window.foreign_pids:
             result.flags.append("foreign_processes")

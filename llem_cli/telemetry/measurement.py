@@ -58,7 +58,8 @@ class Measurement:
     tags (``short_window``, ``methods_disagree``, ``counter_reset``, ``counter_stalled``,
     ``foreign_processes``, ``thermal_throttled``, ``below_idle``, ``gpu_lost``,
     ``no_gpu``); ``warnings`` are sentences for people; ``reasons`` maps each field left
-    None to why.
+    None to why. ``simulated`` is true when the NVML library was llem's stand-in (its
+    figures are made up, see :func:`~llem_cli.telemetry.nvml.is_simulated`).
     """
 
     key: str
@@ -83,6 +84,8 @@ class Measurement:
     #: with lanes: how many lanes were busy during the window (at most) and the mean power of
     #: the GPUs outside it meanwhile (a hot neighbour changes results: users must see it)
     neighbours: dict[str, Any] | None = None
+    #: measured on llem's stand-in NVML (``make demo``'s simulated GPU), not a real GPU
+    simulated: bool = False
     #: the window's cumulative energy over time per GPU (bounded; the phases of a client's
     #: ``llem_phases`` are measured from it): kept in memory for the record's builder, never
     #: serialized (not in :meth:`to_dict`)

@@ -13,6 +13,11 @@ of those cases and report *why* a value is missing instead of a 0. So:
 - :func:`reading` turns a call into ``(value, None)`` or ``(None, reason)``;
 - no NVML at all gives an empty :class:`GpuSet` with a reason, never an exception.
 
+A library that exports the symbol ``llem_fake_nvml`` is llem's own stand-in (the test kit's
+``fake_nvml.c``, which ``make demo`` puts on ``LD_LIBRARY_PATH`` on a host without a GPU):
+:attr:`GpuSet.simulated` says so, and every measurement taken with it is marked simulated. A
+real ``libnvidia-ml`` never has that symbol, so a real run is never marked.
+
 GPU indices are NVML's, which are also ``nvidia-smi``'s and Docker's ``device_ids``
 (PCI bus order); ``CUDA_VISIBLE_DEVICES`` does not apply on the host side.
 """
@@ -362,6 +367,8 @@ class GpuSet:
     #: how many GPUs NVML sees on the host (0 without NVML), requested or not
     count: int = 0
     _others: dict[int, Gpu] = field(default_factory=dict, repr=False)
+    #: the NVML library is llem's stand-in (exports :data:`SIMULATION_MARKER`), not a driver's
+    simulated: bool = False
 
     @property
     def available(self) -> bool:
@@ -431,6 +438,27 @@ def _init(binding: ModuleType) -> tuple[int, str | None]:
     return count, driver
 
 
+#: the symbol only llem's stand-in NVML (llem_testkit/nvml_stub/fake_nvml.c) exports
+SIMULATION_MARKER = "llem_fake_nvml"
+
+
+def is_simulated(binding: ModuleType) -> bool:
+    """Whether the library ``binding`` loaded is llem's stand-in NVML (has the marker symbol).
+
+    ``pynvml`` keeps the loaded ``CDLL`` in ``nvmlLib`` (after ``nvmlInit``); a library
+    without the symbol, or no library, is real (or absent): never simulated.
+    """
+    import ctypes
+
+    lib = getattr(binding, "nvmlLib", None)
+    if lib is None:
+        return False
+    try:
+        return bool(ctypes.c_int.in_dll(lib, SIMULATION_MARKER).value)
+    except (ValueError, AttributeError, TypeError):  # no such symbol: a real library
+        return False
+
+
 def open_gpus(indices: Iterable[int] | None = None) -> GpuSet:
     """Open NVML and the GPUs at ``indices`` (None: every GPU). Never raises for a missing NVML.
 
@@ -442,7 +470,9 @@ def open_gpus(indices: Iterable[int] | None = None) -> GpuSet:
     except NvmlError as exc:
         return GpuSet(reason=_no_nvml_reason(exc))
     wanted = list(range(count)) if indices is None else sorted(set(indices))
-    result = GpuSet(driver_version=driver, _binding=binding, count=count)
+    result = GpuSet(
+        driver_version=driver, _binding=binding, count=count, simulated=is_simulated(binding)
+    )
     for index in wanted:
         if not 0 <= index < count:
             result.missing[index] = f"GPU {index} not found (host has {count})"

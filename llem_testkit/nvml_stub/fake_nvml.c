@@ -104,6 +104,10 @@
  * shortfall is added from then on, until t0, the file, busy_power_mw,
  * energy_rate_mw or energy_update_ms change.
  *
+ * Marker. The stub exports `int llem_fake_nvml = 1`, a symbol no real libnvidia-ml has:
+ * llem (llem_cli/telemetry/nvml.py) looks it up on the library pynvml loaded and, when it
+ * is there, marks every measurement `simulated` (make demo's simulated GPU).
+ *
  * Build: gcc -shared -fPIC -o DIR/libnvidia-ml.so.1 fake_nvml.c
  * Define NO_CLOCKS_EVENT_REASONS to leave out the new-name throttle function,
  * as an older driver's library would.
@@ -129,6 +133,12 @@
 #define NVML_ERROR_INSUFFICIENT_SIZE 7
 #define NVML_ERROR_ARGUMENT_VERSION_MISMATCH 25
 #define NVML_ERROR_UNKNOWN 999
+
+/* The marker llem looks for (see "Marker" above): only the stand-in exports it. Define
+ * LLEM_NO_SIMULATION_MARKER to leave it out, as a real driver's library would. */
+#ifndef LLEM_NO_SIMULATION_MARKER
+__attribute__((visibility("default"))) int llem_fake_nvml = 1;
+#endif
 
 #define MAX_GPUS 16
 #define MAX_ENTRIES 256

@@ -200,7 +200,7 @@ def test_console_script_help() -> None:
     assert "Examples:" in proc.stdout
 
 
-HEAVY = ("rich", "pydantic", "pynvml", "yaml")
+HEAVY = ("rich", "pydantic", "pynvml", "yaml", "matplotlib", "numpy")
 PROBE = """
 import sys
 from llem_cli.cli import cli
@@ -222,6 +222,7 @@ print("HEAVY=" + ",".join(heavy), file=sys.stderr)
         ["validate", "--help"],
         ["plan", "--help"],
         ["schema", "--help"],
+        ["report", "--help"],
     ],
 )
 def test_help_imports_nothing_heavy(args: list[str]) -> None:
@@ -235,7 +236,7 @@ def test_importing_the_cli_imports_nothing_heavy() -> None:
     assert proc.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()}
     assert "click" in imported
-    assert not imported & {"rich", "pydantic", "pynvml"}
+    assert not imported & {"rich", "pydantic", "pynvml", "matplotlib", "numpy"}
 
 
 def test_validate_needs_no_rich(campaign: Path) -> None:

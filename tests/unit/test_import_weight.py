@@ -25,3 +25,17 @@ def test_reading_a_run_does_not_load_the_campaign_model() -> None:
     )
     assert "llem_cli.runs.state" in loaded  # the check would pass vacuously otherwise
     assert "pydantic" not in loaded and "llem_cli.campaign.model" not in loaded
+
+
+def test_matplotlib_is_loaded_only_when_a_report_is_drawn() -> None:
+    # llem report's figures need matplotlib (~0.3 s, numpy with it); no command's start-up,
+    # not even llem report's own data and page, may load it
+    loaded = loaded_after(
+        "llem_cli.cli",
+        "llem_cli.commands.report",
+        "llem_cli.results.report_data",
+        "llem_cli.results.report_figures",
+        "llem_cli.results.report_html",
+    )
+    assert "llem_cli.results.report_data" in loaded
+    assert "matplotlib" not in loaded and "numpy" not in loaded
