@@ -30,8 +30,59 @@
  *   gpuI.busy_file=PATH       busy periods of GPU i (format below)
  *   busy_dir=DIR              for a GPU without gpuI.busy_file: DIR/<its uuid>
  *   gpuI.busy_power_mw=MW     extra draw while busy (default 200000)
+ *   gpuI.power_limit_min_mw=MW, gpuI.power_limit_max_mw=MW
+ *                             nvmlDeviceGetPowerManagementLimitConstraints (default
+ *                             100000, 700000); a limit set outside them: error 2
+ *   gpuI.power_limit_default_mw=MW  nvmlDeviceGetPowerManagementDefaultLimit (default: max)
+ *   gpuI.power_limit_mw=MW    the limit in force before any is set (default: the default)
+ *   gpuI.sm_clocks=LIST       supported SM (graphics) clocks, MHz, for every memory clock:
+ *                             a comma list of MHz and LO-HI:STEP ranges ("345-1980:15,2000");
+ *                             default 345-1980:15 (an H100's); answered highest first
+ *   gpuI.mem_clocks=LIST      supported memory clocks, same syntax (default 2619)
+ *   gpuI.sm_clock_mhz=MHZ     SM/graphics clock when not locked (default 1980)
+ *   gpuI.mem_clock_mhz=MHZ    memory clock when not locked (default 2619)
+ *   gpuI.video_clock_mhz=MHZ  video clock, current and max (default 1755)
+ *   no_permission=1           every setter returns 4 (NVML_ERROR_NO_PERMISSION), even one
+ *   gpuI.no_permission=1      that sets the current value again; getters still answer
+ *                             (gpuI.no_permission=0 permits GPU i despite no_permission=1)
+ *   settings_file=PATH        where the settings live (default: $FAKE_NVML_STATE.settings)
  *   error.FUNC=N              FUNC (exported symbol name) returns N on every GPU
  *   gpuI.error.FUNC=N         FUNC returns N on GPU i only
+ *
+ * Settings. As with the real driver, what a setter changes outlives the process and every
+ * process sees it: it goes to the settings file PATH, never to the state file. A setter
+ * takes an exclusive flock(2) on PATH's directory, reads PATH, writes it whole to PATH.tmp
+ * and renames that over PATH, so concurrent setters (on any GPUs, in any processes) lose no
+ * update and a reader sees the file before or after a change, never half of it. The energy
+ * counter reads PATH and the clock under a shared flock on that directory, so that no reading
+ * taken after a change's time misses the change. Its lines:
+ *
+ *   # fake NVML settings ...            (a comment line first)
+ *   gpuI.power_limit=T MW               one line per change of GPU i's power limit, oldest
+ *                                       first: from wall-clock time T (Unix seconds, 6
+ *                                       decimals) on, the limit is MW mW. Setting the limit in
+ *                                       force adds none; past 512 the oldest is dropped.
+ *   gpuI.sm_locked=MIN MAX              while GPU i's SM clocks are locked to [MIN, MAX] MHz
+ *   gpuI.mem_locked=MIN MAX             while its memory clocks are locked
+ *
+ * Comment lines, and GPU i's lines of other forms, are dropped when GPU i next changes; a
+ * missing file means nothing set (a test removes it to start afresh). The limit in force is
+ * the last change's, else gpuI.power_limit_mw. Setters:
+ * nvmlDeviceSetPowerManagementLimit(_v2) (min <= MW <= max; _v2 takes GPU scope only and
+ * checks its struct's version), nvmlDeviceSetGpuLockedClocks / nvmlDeviceSetMemoryLockedClocks
+ * (MIN <= MAX, both in the supported list, else 2), nvmlDeviceResetGpuLockedClocks /
+ * nvmlDeviceResetMemoryLockedClocks; with neither FAKE_NVML_STATE nor settings_file, or
+ * when the file cannot be written, they return 999. nvmlDeviceGetClockInfo answers the
+ * unlocked clock held inside [MIN, MAX] while locked (GRAPHICS and SM alike),
+ * nvmlDeviceGetMaxClockInfo the highest supported clock, and
+ * nvmlDeviceGetSupportedGraphicsClocks 6 (not found) for a memory clock not in the list.
+ *
+ * Power cap. nvmlDeviceGetPowerUsage answers min(power_mw (+ busy_power_mw while busy),
+ * limit in force), and the energy counter integrates min(energy_rate_mw (+ busy_power_mw
+ * while busy), limit) over time, piece by piece between the limit changes recorded in the
+ * settings file: a pure function of the state, the busy file and the settings, so it is the
+ * same in every process, exact, and monotonic across a change (a new limit only counts from
+ * its time on).
  *
  * Busy file (written by the test image's llem-fake-busy, or by a test): one
  * interval per line, Unix seconds on the wall clock (CLOCK_REALTIME, floats):
@@ -47,28 +98,36 @@
  * intervals count once (a GPU is busy or not). While now is inside an interval,
  * nvmlDeviceGetPowerUsage adds busy_power_mw; the energy counter adds
  * busy_power_mw * (seconds of the intervals' union inside [t0, now]) mJ (with no
- * t0, the whole of each interval up to now counts). Within a process the busy
- * part never goes back (an open line closed at an END a reader has already
- * passed would otherwise shrink it) until t0, the file or busy_power_mw change.
+ * t0, the whole of each interval up to now counts), both capped by the power
+ * limit (above). Within a process the counter never goes back (an open line
+ * closed at an END a reader has already passed would otherwise shrink it): the
+ * shortfall is added from then on, until t0, the file, busy_power_mw,
+ * energy_rate_mw or energy_update_ms change.
  *
  * Build: gcc -shared -fPIC -o DIR/libnvidia-ml.so.1 fake_nvml.c
  * Define NO_CLOCKS_EVENT_REASONS to leave out the new-name throttle function,
  * as an older driver's library would.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NVML_SUCCESS 0
 #define NVML_ERROR_UNINITIALIZED 1
 #define NVML_ERROR_INVALID_ARGUMENT 2
 #define NVML_ERROR_NOT_SUPPORTED 3
+#define NVML_ERROR_NO_PERMISSION 4
 #define NVML_ERROR_NOT_FOUND 6
 #define NVML_ERROR_INSUFFICIENT_SIZE 7
+#define NVML_ERROR_ARGUMENT_VERSION_MISMATCH 25
 #define NVML_ERROR_UNKNOWN 999
 
 #define MAX_GPUS 16
@@ -318,15 +377,13 @@ static int busy_at(const state_t *st, int idx, double t) {
     return busy;
 }
 
-/* Seconds of the union of GPU idx's busy intervals inside [from, to]. */
-static double busy_seconds(const state_t *st, int idx, double from, double to) {
-    intervals_t iv;
+/* Seconds of the union of the (sorted) intervals iv inside [from, to]. */
+static double union_seconds(const intervals_t *iv, double from, double to) {
     double total = 0.0, cur_s = 0.0, cur_e = 0.0;
     int have = 0;
-    read_busy(st, idx, &iv);
-    for (size_t i = 0; i < iv.n; i++) { /* sorted by start: merge as we go */
-        double s = iv.v[i].start > from ? iv.v[i].start : from;
-        double e = iv.v[i].end < 0 || iv.v[i].end > to ? to : iv.v[i].end;
+    for (size_t i = 0; i < iv->n; i++) { /* sorted by start: merge as we go */
+        double s = iv->v[i].start > from ? iv->v[i].start : from;
+        double e = iv->v[i].end < 0 || iv->v[i].end > to ? to : iv->v[i].end;
         if (e <= s) continue;
         if (have && s <= cur_e) {
             if (e > cur_e) cur_e = e;
@@ -338,32 +395,311 @@ static double busy_seconds(const state_t *st, int idx, double from, double to) {
         }
     }
     if (have) total += cur_e - cur_s;
-    free(iv.v);
     return total;
 }
 
-/* Per process: the busy energy last reported per GPU, so that it never goes back. */
-static pthread_mutex_t busy_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    char key[2 * VAL_LEN + 64];
-    uint64_t mj;
-} busy_seen[MAX_GPUS];
+/* ---- settings (power limit, locked clocks): the settings file ------------ */
 
-static uint64_t busy_energy_mj(const state_t *st, int idx, double from, double to) {
-    double power_mw = gpu_num(st, idx, "busy_power_mw", 200000.0);
-    char path[VAL_LEN + 64];
-    busy_path(st, idx, path, sizeof path);
-    if (!path[0] || power_mw <= 0) return 0;
-    uint64_t mj = (uint64_t)(power_mw * busy_seconds(st, idx, from, to));
+#define MAX_CHANGES 512 /* power limit changes kept per GPU (the oldest go first) */
+#define MAX_CLOCKS 512
+#define SETTINGS_MAGIC "# fake NVML settings (see fake_nvml.c): rewritten whole on every change\n"
+
+typedef struct {
+    double t;        /* wall-clock time (CLOCK_REALTIME) from which ... */
+    unsigned int mw; /* ... this limit is in force */
+} limit_change_t;
+
+typedef struct {
+    int n; /* power limit changes, oldest first */
+    limit_change_t ch[MAX_CHANGES];
+    int sm_locked, mem_locked;
+    unsigned int sm_min, sm_max, mem_min, mem_max;
+} gpu_settings_t;
+
+/* The settings file: settings_file=PATH, else $FAKE_NVML_STATE.settings; -1 if neither. */
+static int settings_path(const state_t *st, char *out, size_t len) {
+    const char *v = get(st, "settings_file");
+    const char *state = getenv("FAKE_NVML_STATE");
+    out[0] = '\0';
+    if (v && *v)
+        snprintf(out, len, "%s", v);
+    else if (state && *state)
+        snprintf(out, len, "%s.settings", state);
+    else
+        return -1;
+    return 0;
+}
+
+/* If line is "gpu<idx>.<something>=...", a pointer to <something>, else NULL. */
+static const char *gpu_line(const char *line, int idx) {
+    char prefix[32];
+    int n = snprintf(prefix, sizeof prefix, "gpu%d.", idx);
+    return strncmp(line, prefix, (size_t)n) == 0 ? line + n : NULL;
+}
+
+/* GPU idx's settings from the file at path (a missing file: nothing set). */
+static void read_settings(const char *path, int idx, gpu_settings_t *gs) {
+    memset(gs, 0, sizeof *gs);
+    FILE *f = path[0] ? fopen(path, "r") : NULL;
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        const char *rest = gpu_line(line, idx);
+        if (!rest) continue;
+        double t;
+        unsigned int a, b;
+        if (sscanf(rest, "power_limit=%lf %u", &t, &a) == 2) {
+            if (gs->n == MAX_CHANGES) {
+                memmove(gs->ch, gs->ch + 1, (MAX_CHANGES - 1) * sizeof gs->ch[0]);
+                gs->n--;
+            }
+            gs->ch[gs->n].t = t;
+            gs->ch[gs->n].mw = a;
+            gs->n++;
+        } else if (sscanf(rest, "sm_locked=%u %u", &a, &b) == 2) {
+            gs->sm_locked = 1;
+            gs->sm_min = a;
+            gs->sm_max = b;
+        } else if (sscanf(rest, "mem_locked=%u %u", &a, &b) == 2) {
+            gs->mem_locked = 1;
+            gs->mem_min = a;
+            gs->mem_max = b;
+        }
+    }
+    fclose(f);
+}
+
+static void load_settings(const state_t *st, int idx, gpu_settings_t *gs) {
+    char path[VAL_LEN + 16];
+    settings_path(st, path, sizeof path);
+    read_settings(path, idx, gs);
+}
+
+/*
+ * flock(op) the directory of the settings file at path; the fd to give to settings_unlock,
+ * or -1 (no lock taken). Setters take it exclusive for the whole change, readers of the
+ * energy counter shared while they read the settings and the clock: so a reader's "now" is
+ * before a change's time or it sees that change (a change's time is taken under the lock).
+ */
+static int settings_lock(const char *path, int op) {
+    char dir[VAL_LEN + 16];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    while (flock(fd, op) != 0) {
+        if (errno != EINTR) {
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+static void settings_unlock(int fd) {
+    if (fd < 0) return;
+    flock(fd, LOCK_UN);
+    close(fd);
+}
+
+/*
+ * Change GPU idx's settings: under an exclusive lock (settings_lock), read them, let change()
+ * edit them, and write the whole file to PATH.tmp then rename it over PATH (readers never see
+ * half a file). The other GPUs' lines are copied as they are.
+ */
+static int update_settings(const state_t *st, int idx,
+                           void (*change)(gpu_settings_t *, const void *), const void *arg) {
+    char path[VAL_LEN + 16], tmp[VAL_LEN + 32];
+    if (settings_path(st, path, sizeof path)) return NVML_ERROR_UNKNOWN;
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = settings_lock(path, LOCK_EX);
+    if (fd < 0) return NVML_ERROR_UNKNOWN;
+    int result = NVML_ERROR_UNKNOWN;
+    gpu_settings_t *gs = malloc(sizeof *gs);
+    FILE *out = NULL;
+    if (!gs) goto done;
+    read_settings(path, idx, gs);
+    change(gs, arg);
+    out = fopen(tmp, "w");
+    if (!out) goto done;
+    fputs(SETTINGS_MAGIC, out);
+    FILE *in = fopen(path, "r");
+    if (in) {
+        char line[512];
+        int fresh = 1, keep = 0; /* the tail of a long line goes with its head */
+        while (fgets(line, sizeof line, in)) {
+            size_t l = strlen(line);
+            if (fresh) keep = line[0] != '#' && !gpu_line(line, idx);
+            if (keep) fputs(line, out);
+            fresh = l && line[l - 1] == '\n';
+        }
+        fclose(in);
+    }
+    for (int i = 0; i < gs->n; i++)
+        fprintf(out, "gpu%d.power_limit=%.6f %u\n", idx, gs->ch[i].t, gs->ch[i].mw);
+    if (gs->sm_locked) fprintf(out, "gpu%d.sm_locked=%u %u\n", idx, gs->sm_min, gs->sm_max);
+    if (gs->mem_locked) fprintf(out, "gpu%d.mem_locked=%u %u\n", idx, gs->mem_min, gs->mem_max);
+    if (fflush(out) == 0 && !ferror(out)) result = NVML_SUCCESS;
+    if (fclose(out) != 0) result = NVML_ERROR_UNKNOWN;
+    out = NULL;
+    if (result == NVML_SUCCESS && rename(tmp, path) != 0) result = NVML_ERROR_UNKNOWN;
+    if (result != NVML_SUCCESS) unlink(tmp);
+done:
+    free(gs);
+    settings_unlock(fd);
+    return result;
+}
+
+/* Power limits (mW): constraints, default, and the limit before any change. */
+static unsigned int limit_min(const state_t *st, int idx) {
+    return (unsigned int)gpu_u64(st, idx, "power_limit_min_mw", 100000);
+}
+static unsigned int limit_max(const state_t *st, int idx) {
+    return (unsigned int)gpu_u64(st, idx, "power_limit_max_mw", 700000);
+}
+static unsigned int limit_default(const state_t *st, int idx) {
+    return (unsigned int)gpu_u64(st, idx, "power_limit_default_mw", limit_max(st, idx));
+}
+static unsigned int limit_initial(const state_t *st, int idx) {
+    return (unsigned int)gpu_u64(st, idx, "power_limit_mw", limit_default(st, idx));
+}
+
+static unsigned int limit_now(const state_t *st, int idx, const gpu_settings_t *gs) {
+    return gs->n ? gs->ch[gs->n - 1].mw : limit_initial(st, idx);
+}
+
+/* Setters: every one is refused with no_permission=1 or gpuI.no_permission=1. */
+static int permitted(const state_t *st, int idx) {
+    const char *v = gpu_get(st, idx, "no_permission");
+    if (!v) v = get(st, "no_permission");
+    return v && atoi(v) ? NVML_ERROR_NO_PERMISSION : NVML_SUCCESS;
+}
+
+/* ---- supported clocks (gpuI.sm_clocks, gpuI.mem_clocks) ------------------ */
+
+static int by_value_desc(const void *a, const void *b) {
+    unsigned int x = *(const unsigned int *)a, y = *(const unsigned int *)b;
+    return (x < y) - (x > y);
+}
+
+/*
+ * GPU idx's supported clocks for key (a comma list of MHz and LO-HI:STEP ranges), else
+ * [lo, hi] by step; highest first, without repeats. Returns how many (at most MAX_CLOCKS).
+ */
+static int clock_list(const state_t *st, int idx, const char *key, unsigned int lo,
+                      unsigned int hi, unsigned int step, unsigned int *out) {
+    int n = 0;
+    const char *v = gpu_get(st, idx, key);
+    if (!v) {
+        for (unsigned int c = lo; c <= hi && n < MAX_CLOCKS; c += step) out[n++] = c;
+    } else {
+        const char *p = v;
+        while (*p && n < MAX_CLOCKS) {
+            char *q;
+            unsigned long a = strtoul(p, &q, 10);
+            if (q == p) { /* not a number: skip to the next item */
+                p = strchr(p, ',');
+                if (!p) break;
+                p++;
+                continue;
+            }
+            unsigned long b = a, s = 1;
+            if (*q == '-') {
+                b = strtoul(q + 1, &q, 10);
+                if (*q == ':') s = strtoul(q + 1, &q, 10);
+                if (!s) s = 1;
+            }
+            for (unsigned long c = a; c <= b && n < MAX_CLOCKS; c += s) out[n++] = (unsigned int)c;
+            p = strchr(q, ',');
+            if (!p) break;
+            p++;
+        }
+    }
+    qsort(out, (size_t)n, sizeof *out, by_value_desc);
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (!m || out[m - 1] != out[i]) out[m++] = out[i];
+    return m;
+}
+
+static int sm_clocks(const state_t *st, int idx, unsigned int *out) {
+    return clock_list(st, idx, "sm_clocks", 345, 1980, 15, out);
+}
+
+static int mem_clocks(const state_t *st, int idx, unsigned int *out) {
+    return clock_list(st, idx, "mem_clocks", 2619, 2619, 1, out);
+}
+
+static int in_list(const unsigned int *v, int n, unsigned int x) {
+    for (int i = 0; i < n; i++)
+        if (v[i] == x) return 1;
+    return 0;
+}
+
+/* The current clock: the unlocked value, held inside [lo, hi] while locked. */
+static unsigned int clamp_clock(unsigned int c, int locked, unsigned int lo, unsigned int hi) {
+    if (!locked) return c;
+    return c < lo ? lo : c > hi ? hi : c;
+}
+
+/* ---- power and energy under the power limit ------------------------------ */
+
+/*
+ * Energy (mJ, as a double) from `from` to `to` (from may be -INFINITY: busy periods only)
+ * with a draw of rate_mw plus busy_mw while busy, capped by the limit in force, piece by
+ * piece between the limit changes.
+ */
+static double capped_energy_mj(const state_t *st, int idx, const gpu_settings_t *gs,
+                               const intervals_t *iv, double rate_mw, double busy_mw,
+                               double from, double to) {
+    double total = 0.0;
+    for (int k = 0; k <= gs->n; k++) { /* piece k: from change k-1 (or -inf) to change k */
+        double a = k ? gs->ch[k - 1].t : -INFINITY;
+        double b = k < gs->n ? gs->ch[k].t : INFINITY;
+        if (a < from) a = from;
+        if (b > to) b = to;
+        if (!(b > a)) continue;
+        double cap = k ? gs->ch[k - 1].mw : limit_initial(st, idx);
+        double busy = busy_mw > 0 ? union_seconds(iv, a, b) : 0.0;
+        if (rate_mw > 0) total += fmin(rate_mw, cap) * (b - a - busy);
+        if (busy > 0) total += fmax(fmin(rate_mw + busy_mw, cap), 0.0) * busy;
+    }
+    return total;
+}
+
+/*
+ * Per process: the energy last reported per GPU, so that the counter never goes back when
+ * an open busy line is closed at an END a reader has already passed: the shortfall is kept
+ * as a lift added from then on (until t0, the busy file, the rates or the period change).
+ */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char key[2 * VAL_LEN + 96];
+    double last, lift;
+} energy_seen[MAX_GPUS];
+
+static double never_back(const state_t *st, int idx, const char *busy_file, double mj) {
+    char key[sizeof energy_seen[0].key];
     const char *t0 = get(st, "t0");
-    char key[sizeof busy_seen[0].key];
-    snprintf(key, sizeof key, "%s|%s|%.17g", t0 ? t0 : "", path, power_mw);
-    pthread_mutex_lock(&busy_lock);
-    if (strcmp(busy_seen[idx].key, key) == 0 && busy_seen[idx].mj > mj)
-        mj = busy_seen[idx].mj;
-    snprintf(busy_seen[idx].key, sizeof busy_seen[idx].key, "%s", key);
-    busy_seen[idx].mj = mj;
-    pthread_mutex_unlock(&busy_lock);
+    snprintf(key, sizeof key, "%s|%s|%.17g|%.17g|%.17g", t0 ? t0 : "", busy_file,
+             gpu_num(st, idx, "busy_power_mw", 200000.0), gpu_num(st, idx, "energy_rate_mw", 0.0),
+             gpu_num(st, idx, "energy_update_ms", 0.0));
+    pthread_mutex_lock(&seen_lock);
+    if (strcmp(energy_seen[idx].key, key) != 0) {
+        snprintf(energy_seen[idx].key, sizeof energy_seen[idx].key, "%s", key);
+        energy_seen[idx].lift = 0.0;
+    } else if (mj + energy_seen[idx].lift < energy_seen[idx].last) {
+        energy_seen[idx].lift = energy_seen[idx].last - mj;
+    }
+    mj += energy_seen[idx].lift;
+    energy_seen[idx].last = mj;
+    pthread_mutex_unlock(&seen_lock);
     return mj;
 }
 
@@ -554,16 +890,32 @@ int nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device, unsigned long long 
     uint64_t base = gpu_u64(&st, idx, "energy_mj", 0);
     double rate_mw = gpu_num(&st, idx, "energy_rate_mw", 0.0);
     double period_s = gpu_num(&st, idx, "energy_update_ms", 0.0) / 1000.0;
+    gpu_settings_t *gs = malloc(sizeof *gs);
+    if (!gs) return NVML_ERROR_UNKNOWN;
+    char spath[VAL_LEN + 16];
+    settings_path(&st, spath, sizeof spath);
+    int lock = spath[0] ? settings_lock(spath, LOCK_SH) : -1;
+    read_settings(spath, idx, gs);
+    double now = now_s();
+    settings_unlock(lock);
     const char *t0 = get(&st, "t0");
-    double e = elapsed_s(&st);
-    if (period_s > 0) e = (double)(uint64_t)(e / period_s) * period_s;
-    /* busy periods count from t0 (without t0: from their start) to the counter's "now" */
     double from = t0 ? strtod(t0, NULL) : -INFINITY;
-    double to = t0 ? from + e : now_s();
+    double e = t0 && now > from ? now - from : 0.0;
+    if (period_s > 0) e = (double)(uint64_t)(e / period_s) * period_s;
+    /* from t0 (without t0: no idle part, busy periods from their start) to the counter's "now" */
+    double to = t0 ? from + e : now;
     if (period_s > 0 && !t0) to = (double)(uint64_t)(to / period_s) * period_s;
-    uint64_t busy = busy_energy_mj(&st, idx, from, to);
+    char path[VAL_LEN + 64];
+    busy_path(&st, idx, path, sizeof path);
+    double busy_mw = path[0] ? gpu_num(&st, idx, "busy_power_mw", 200000.0) : 0.0;
+    intervals_t iv;
+    read_busy(&st, idx, &iv);
+    double mj = capped_energy_mj(&st, idx, gs, &iv, t0 ? rate_mw : 0.0, busy_mw, from, to);
+    free(gs);
+    free(iv.v);
+    mj = never_back(&st, idx, path, mj);
     /* Unsigned addition: a base near 2^64 wraps as the real 64-bit counter would. */
-    *energy = (unsigned long long)(base + (uint64_t)(rate_mw * e) + busy);
+    *energy = (unsigned long long)(base + (uint64_t)mj);
     return NVML_SUCCESS;
 }
 
@@ -571,7 +923,12 @@ int nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *power) {
     DEVICE_CALL("nvmlDeviceGetPowerUsage");
     double mw = gpu_num(&st, idx, "power_mw", 100000.0);
     if (busy_at(&st, idx, now_s())) mw += gpu_num(&st, idx, "busy_power_mw", 200000.0);
-    *power = (unsigned int)mw;
+    gpu_settings_t *gs = malloc(sizeof *gs);
+    if (!gs) return NVML_ERROR_UNKNOWN;
+    load_settings(&st, idx, gs);
+    double cap = limit_now(&st, idx, gs);
+    free(gs);
+    *power = (unsigned int)(mw < cap ? mw : cap);
     return NVML_SUCCESS;
 }
 
@@ -643,4 +1000,219 @@ int nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int *c
 int nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t device, unsigned int *count,
                                             nvmlProcessInfo_t *infos) {
     return processes(device, count, infos, "nvmlDeviceGetComputeRunningProcesses_v2");
+}
+
+/* ---- power limit -------------------------------------------------------- */
+
+static int power_limit_get(nvmlDevice_t device, unsigned int *limit, const char *func) {
+    DEVICE_CALL(func);
+    if (!limit) return NVML_ERROR_INVALID_ARGUMENT;
+    gpu_settings_t *gs = malloc(sizeof *gs);
+    if (!gs) return NVML_ERROR_UNKNOWN;
+    load_settings(&st, idx, gs);
+    *limit = limit_now(&st, idx, gs);
+    free(gs);
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetPowerManagementLimit(nvmlDevice_t device, unsigned int *limit) {
+    return power_limit_get(device, limit, "nvmlDeviceGetPowerManagementLimit");
+}
+
+int nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t device, unsigned int *limit) {
+    return power_limit_get(device, limit, "nvmlDeviceGetEnforcedPowerLimit");
+}
+
+int nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t device, unsigned int *min_mw,
+                                                 unsigned int *max_mw) {
+    DEVICE_CALL("nvmlDeviceGetPowerManagementLimitConstraints");
+    if (!min_mw || !max_mw) return NVML_ERROR_INVALID_ARGUMENT;
+    *min_mw = limit_min(&st, idx);
+    *max_mw = limit_max(&st, idx);
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t device, unsigned int *limit) {
+    DEVICE_CALL("nvmlDeviceGetPowerManagementDefaultLimit");
+    if (!limit) return NVML_ERROR_INVALID_ARGUMENT;
+    *limit = limit_default(&st, idx);
+    return NVML_SUCCESS;
+}
+
+/* A new limit from now on (none when it is the limit in force already). */
+static void change_limit(gpu_settings_t *gs, const void *arg) {
+    unsigned int mw = *(const unsigned int *)arg;
+    double t = now_s();
+    if (gs->n) {
+        if (gs->ch[gs->n - 1].mw == mw) return;
+        if (t < gs->ch[gs->n - 1].t) t = gs->ch[gs->n - 1].t; /* times never go back */
+    }
+    if (gs->n == MAX_CHANGES) {
+        memmove(gs->ch, gs->ch + 1, (MAX_CHANGES - 1) * sizeof gs->ch[0]);
+        gs->n--;
+    }
+    gs->ch[gs->n].t = t;
+    gs->ch[gs->n].mw = mw;
+    gs->n++;
+}
+
+/* Limits outside the constraints are refused, as the driver does. */
+static int power_limit_set(nvmlDevice_t device, unsigned int mw, const char *func) {
+    DEVICE_CALL(func);
+    if ((err = permitted(&st, idx))) return err;
+    if (mw < limit_min(&st, idx) || mw > limit_max(&st, idx)) return NVML_ERROR_INVALID_ARGUMENT;
+    return update_settings(&st, idx, change_limit, &mw);
+}
+
+int nvmlDeviceSetPowerManagementLimit(nvmlDevice_t device, unsigned int limit) {
+    return power_limit_set(device, limit, "nvmlDeviceSetPowerManagementLimit");
+}
+
+/* nvmlPowerValue_v2_t of nvmlDeviceSetPowerManagementLimit_v2 (pynvml's c_nvmlPowerValue_v2_t). */
+#define NVML_POWER_VALUE_V2 0x0200000Cu
+#define NVML_POWER_SCOPE_GPU 0
+typedef struct {
+    unsigned int version;
+    unsigned int powerScope;
+    unsigned int powerValueMw;
+} nvmlPowerValue_v2_t;
+
+int nvmlDeviceSetPowerManagementLimit_v2(nvmlDevice_t device, nvmlPowerValue_v2_t *value) {
+    if (!value) return NVML_ERROR_INVALID_ARGUMENT;
+    if (value->version != NVML_POWER_VALUE_V2) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (value->powerScope != NVML_POWER_SCOPE_GPU) return NVML_ERROR_NOT_SUPPORTED;
+    return power_limit_set(device, value->powerValueMw, "nvmlDeviceSetPowerManagementLimit_v2");
+}
+
+/* ---- clocks ------------------------------------------------------------- */
+
+#define NVML_CLOCK_GRAPHICS 0
+#define NVML_CLOCK_SM 1
+#define NVML_CLOCK_MEM 2
+#define NVML_CLOCK_VIDEO 3
+
+/* Two-call protocol: clocks == NULL or *count too small asks for the count. */
+static int clocks_out(const unsigned int *v, int n, unsigned int *count, unsigned int *clocks) {
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    if (n == 0) {
+        *count = 0;
+        return NVML_SUCCESS;
+    }
+    if (!clocks || *count < (unsigned int)n) {
+        *count = (unsigned int)n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    memcpy(clocks, v, (size_t)n * sizeof *v);
+    *count = (unsigned int)n;
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetSupportedMemoryClocks(nvmlDevice_t device, unsigned int *count,
+                                       unsigned int *clocks) {
+    DEVICE_CALL("nvmlDeviceGetSupportedMemoryClocks");
+    unsigned int v[MAX_CLOCKS];
+    return clocks_out(v, mem_clocks(&st, idx, v), count, clocks);
+}
+
+int nvmlDeviceGetSupportedGraphicsClocks(nvmlDevice_t device, unsigned int mem_mhz,
+                                         unsigned int *count, unsigned int *clocks) {
+    DEVICE_CALL("nvmlDeviceGetSupportedGraphicsClocks");
+    unsigned int v[MAX_CLOCKS];
+    if (!in_list(v, mem_clocks(&st, idx, v), mem_mhz)) return NVML_ERROR_NOT_FOUND;
+    return clocks_out(v, sm_clocks(&st, idx, v), count, clocks);
+}
+
+static int clock_get(nvmlDevice_t device, int type, unsigned int *clock, int max,
+                     const char *func) {
+    DEVICE_CALL(func);
+    if (!clock) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int v[MAX_CLOCKS];
+    gpu_settings_t *gs;
+    switch (type) {
+        case NVML_CLOCK_GRAPHICS:
+        case NVML_CLOCK_SM:
+        case NVML_CLOCK_MEM: {
+            int sm = type != NVML_CLOCK_MEM;
+            int n = sm ? sm_clocks(&st, idx, v) : mem_clocks(&st, idx, v);
+            if (max) {
+                if (!n) return NVML_ERROR_NOT_SUPPORTED;
+                *clock = v[0];
+                return NVML_SUCCESS;
+            }
+            if (!(gs = malloc(sizeof *gs))) return NVML_ERROR_UNKNOWN;
+            load_settings(&st, idx, gs);
+            if (sm)
+                *clock = clamp_clock((unsigned int)gpu_u64(&st, idx, "sm_clock_mhz", 1980),
+                                     gs->sm_locked, gs->sm_min, gs->sm_max);
+            else
+                *clock = clamp_clock((unsigned int)gpu_u64(&st, idx, "mem_clock_mhz", 2619),
+                                     gs->mem_locked, gs->mem_min, gs->mem_max);
+            free(gs);
+            return NVML_SUCCESS;
+        }
+        case NVML_CLOCK_VIDEO:
+            *clock = (unsigned int)gpu_u64(&st, idx, "video_clock_mhz", 1755);
+            return NVML_SUCCESS;
+        default:
+            return NVML_ERROR_INVALID_ARGUMENT;
+    }
+}
+
+int nvmlDeviceGetClockInfo(nvmlDevice_t device, int type, unsigned int *clock) {
+    return clock_get(device, type, clock, 0, "nvmlDeviceGetClockInfo");
+}
+
+int nvmlDeviceGetMaxClockInfo(nvmlDevice_t device, int type, unsigned int *clock) {
+    return clock_get(device, type, clock, 1, "nvmlDeviceGetMaxClockInfo");
+}
+
+typedef struct {
+    int mem;            /* memory clocks, else SM */
+    int lock;           /* lock to [lo, hi], else reset */
+    unsigned int lo, hi;
+} clock_change_t;
+
+static void change_clocks(gpu_settings_t *gs, const void *arg) {
+    const clock_change_t *c = arg;
+    if (c->mem) {
+        gs->mem_locked = c->lock;
+        gs->mem_min = c->lo;
+        gs->mem_max = c->hi;
+    } else {
+        gs->sm_locked = c->lock;
+        gs->sm_min = c->lo;
+        gs->sm_max = c->hi;
+    }
+}
+
+/* Lock (both bounds supported clocks, lo <= hi) or reset; refused without permission. */
+static int clocks_set(nvmlDevice_t device, int mem, int lock, unsigned int lo, unsigned int hi,
+                      const char *func) {
+    DEVICE_CALL(func);
+    if ((err = permitted(&st, idx))) return err;
+    if (lock) {
+        unsigned int v[MAX_CLOCKS];
+        int n = mem ? mem_clocks(&st, idx, v) : sm_clocks(&st, idx, v);
+        if (lo > hi || !in_list(v, n, lo) || !in_list(v, n, hi))
+            return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    clock_change_t c = {mem, lock, lock ? lo : 0, lock ? hi : 0};
+    return update_settings(&st, idx, change_clocks, &c);
+}
+
+int nvmlDeviceSetGpuLockedClocks(nvmlDevice_t device, unsigned int min_mhz, unsigned int max_mhz) {
+    return clocks_set(device, 0, 1, min_mhz, max_mhz, "nvmlDeviceSetGpuLockedClocks");
+}
+
+int nvmlDeviceResetGpuLockedClocks(nvmlDevice_t device) {
+    return clocks_set(device, 0, 0, 0, 0, "nvmlDeviceResetGpuLockedClocks");
+}
+
+int nvmlDeviceSetMemoryLockedClocks(nvmlDevice_t device, unsigned int min_mhz,
+                                    unsigned int max_mhz) {
+    return clocks_set(device, 1, 1, min_mhz, max_mhz, "nvmlDeviceSetMemoryLockedClocks");
+}
+
+int nvmlDeviceResetMemoryLockedClocks(nvmlDevice_t device) {
+    return clocks_set(device, 1, 0, 0, 0, "nvmlDeviceResetMemoryLockedClocks");
 }

@@ -66,6 +66,15 @@ class Stub:
     lib_dir: Path
     state_file: Path
 
+    @property
+    def settings_file(self) -> Path:
+        """Where the stub keeps what NVML setters changed (power limit, locked clocks).
+
+        ``<state_file>.settings`` unless the state names another (``settings_file=``); see
+        the header of ``fake_nvml.c`` for its format. Removing it resets every setting.
+        """
+        return self.state_file.with_name(self.state_file.name + ".settings")
+
     def write_state(self, state: dict[str, Any]) -> None:
         """Replace the stub's state: ``{"count": 2, "gpu0.power_mw": 300000, ...}``."""
         tmp = self.state_file.with_suffix(".tmp")
