@@ -47,6 +47,7 @@ class RecordingRunner(SubprocessRunner):
     """The real runner, remembering every argv it ran."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.argvs: list[tuple[str, ...]] = []
 
     def run(self, argv, **kw):  # type: ignore[no-untyped-def,override]

@@ -95,8 +95,8 @@ def test_each_server_configuration_starts_once_and_clients_hit_their_own(
 
 @pytest.mark.parametrize("every", [0, 1])
 def test_a_crashed_server_restarts_and_the_client_retries(tmp_path: Path, every: int) -> None:
-    """Probing before each client (every: 1) finds the dead server first; without probes
-    (every: 0) the next client finds it, and is retried on the restarted server."""
+    """Probing before each client (every: 1) usually finds the dead server first; without
+    probes (every: 0) the next client finds it, and is retried on the restarted server."""
     server = [
         "llem-fake-server",
         "--load-s",
@@ -126,8 +126,13 @@ def test_a_crashed_server_restarts_and_the_client_retries(tmp_path: Path, every:
             assert all(r["attempts"] == 2 for r in fourth)
             assert all("container_died" in e["reason"] for e in restarts)
         else:
-            assert all(r["attempts"] == 1 for r in fourth)
-            assert all("probe" in e["reason"] for e in restarts)
+            # the probe before the 4th client usually finds the server gone; when the server
+            # is still on its way out then, the client finds it and is retried instead
+            for rec, restart in zip(
+                sorted(fourth, key=lambda r: r["started_at"]), restarts, strict=True
+            ):
+                expected = "probe" if rec["attempts"] == 1 else "container_died"
+                assert expected in restart["reason"], (rec, restart)
     finally:
         c.cleanup()
     assert_no_containers(c)
