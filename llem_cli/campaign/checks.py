@@ -42,6 +42,8 @@ def check_campaign(
     backends_ok = _check_backend_names(campaign, out)
     if not backends_ok:
         return None, out.problems
+    if not _check_gpu_setting_names(campaign, out):
+        return None, out.problems
     expansion = expand(campaign)
     for origin, config_id in expansion.duplicates:
         where = "the grid" if origin == ("grid",) else "an earlier configuration"
@@ -272,6 +274,29 @@ def _check_placeholders(campaign: Campaign, expansion: Expansion, out: _Collecto
         for part, argv in argvs:
             for index, item in enumerate(argv):
                 _check_item(name, part, index, item, everywhere, backend_shapes, out)
+
+
+def _check_gpu_setting_names(campaign: Campaign, out: _Collector) -> bool:
+    """A ``gpu_settings`` axis becomes a param of that name: the same name set elsewhere
+    (grid, per_backend, experiments) would be two values for one param."""
+    if campaign.gpu_settings is None:
+        return True
+    names = set(campaign.gpu_settings.axes())
+    clashes: list[PathKey] = []
+    for name in sorted(names & set(campaign.grid or {})):
+        clashes.append(("grid", name))
+    for backend, axes in campaign.per_backend.items():
+        clashes += [("per_backend", backend, n) for n in sorted(names & set(axes))]
+    for index, entry in enumerate(campaign.experiments):
+        clashes += [("experiments", index, n) for n in sorted(names & set(entry))]
+    for path in clashes:
+        out.error(
+            path,
+            f"{path[-1]} is a gpu_settings axis (llem applies it to the GPUs and makes it a "
+            "param); set it in gpu_settings only",
+            of_key=True,
+        )
+    return not clashes
 
 
 def _check_serving(campaign: Campaign, out: _Collector) -> None:

@@ -91,7 +91,8 @@ def _grid_combos(campaign: Campaign) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def expand(campaign: Campaign) -> Expansion:
-    """Grid product, per-backend axes, explicit experiments, minus ``exclude``."""
+    """Grid product, per-backend axes, explicit experiments, each times the ``gpu_settings``
+    axes, minus ``exclude``."""
     seen: set[str] = set()
     configs: list[Config] = []
     duplicates: list[tuple[PathKey, str]] = []
@@ -99,7 +100,16 @@ def expand(campaign: Campaign) -> Expansion:
     exclude_hits = [0] * len(exclude)
     only_backend = next(iter(campaign.backends)) if len(campaign.backends) == 1 else None
 
-    def add(backend: str, params: dict[str, Any], origin: PathKey) -> None:
+    settings = campaign.gpu_settings.axes() if campaign.gpu_settings is not None else {}
+    setting_names = list(settings)
+    setting_combos = list(itertools.product(*settings.values())) if settings else [()]
+
+    def add(backend: str, base: dict[str, Any], origin: PathKey) -> None:
+        # gpu_settings multiply every configuration, like grid axes
+        for values in setting_combos:
+            add_one(backend, {**base, **dict(zip(setting_names, values, strict=True))}, origin)
+
+    def add_one(backend: str, params: dict[str, Any], origin: PathKey) -> None:
         for index, selector in enumerate(exclude):
             if matches(selector, backend, params):
                 exclude_hits[index] += 1

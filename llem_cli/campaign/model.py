@@ -8,7 +8,7 @@ expanded plan.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -352,6 +352,39 @@ AxisMap = dict[
 ]
 
 
+class GpuSettingsAxes(_Strict):
+    """``gpu_settings``: host GPU settings llem applies through NVML before each experiment.
+
+    Each list is an axis that multiplies every configuration, like a grid axis; the name
+    becomes a param. ``null`` leaves the setting as it is.
+    """
+
+    power_limit_w: list[Annotated[int | float, Field(gt=0, le=10_000)] | None] | None = Field(
+        default=None,
+        min_length=1,
+        description="power limits in watts (nvmlDeviceSetPowerManagementLimit); null: as is",
+    )
+    sm_clock_mhz: list[Annotated[int, Field(gt=0, le=100_000)] | None] | None = Field(
+        default=None,
+        min_length=1,
+        description="locked SM clocks in MHz (nvmlDeviceSetGpuLockedClocks); null: unlocked",
+    )
+    mem_clock_mhz: list[Annotated[int, Field(gt=0, le=100_000)] | None] | None = Field(
+        default=None,
+        min_length=1,
+        description="locked memory clocks in MHz (nvmlDeviceSetMemoryLockedClocks); "
+        "null: unlocked",
+    )
+
+    def axes(self) -> dict[str, list[Any]]:
+        """The axes given, name -> values, in the order written."""
+        return {
+            name: list(values)
+            for name in ("power_limit_w", "sm_clock_mhz", "mem_clock_mhz")
+            if (values := getattr(self, name)) is not None
+        }
+
+
 class Campaign(_Strict):
     """A campaign file (docs/design.md §3.3)."""
 
@@ -365,6 +398,11 @@ class Campaign(_Strict):
     per_backend: dict[str, AxisMap] = Field(default_factory=dict)
     experiments: list[ParamMap] = Field(default_factory=list)
     exclude: list[ParamMap] = Field(default_factory=list)
+    gpu_settings: GpuSettingsAxes | None = Field(
+        default=None,
+        description="axes llem applies to the host GPUs through NVML before each experiment "
+        "(root or the capability needed); restored when the run ends, even after a crash",
+    )
     execution: Execution = Field(default_factory=Execution)
     health: Health = Field(default_factory=Health)
     results: str | Results = Field(

@@ -25,6 +25,7 @@ from llem_cli.commands.doctor_checks import (
     check_compose,
     check_daemon,
     check_docker_cli,
+    check_gpu_settings,
     check_host_gpus,
     check_nvidia_runtime,
 )
@@ -50,7 +51,7 @@ def run_doctor(campaign: Path | None, *, as_json: bool, out: Output) -> int:
     daemon_check, info = check_daemon()
     checks += [compose_check, daemon_check, check_nvidia_runtime(info)]
     gpu_check, gpus = check_host_gpus()
-    checks.append(gpu_check)
+    checks += [gpu_check, check_gpu_settings()]
     if campaign is not None:
         checks += check_campaign(campaign, compose if daemon_check.status == OK else None)
     code = exit_code(checks)

@@ -145,6 +145,36 @@ def check_host_gpus() -> tuple[Check, dict[str, Any]]:
     return Check("host GPUs", OK, "; ".join(lines)), report.to_dict()
 
 
+def check_gpu_settings() -> Check:
+    """Whether llem may change the host GPUs' settings (``gpu_settings``), and any GPU a
+    stopped run left changed (restored now: the doctor is one of the places that do it)."""
+    from llem_cli.runner.gpu_settings_run import restore_left_changed
+    from llem_cli.telemetry import open_gpus
+    from llem_cli.telemetry.gpu_settings import PERMISSION_HINT, SettingsControl
+    from llem_cli.telemetry.settings_state import StateFile
+
+    try:
+        restored = restore_left_changed()
+        left = StateFile().entries()
+    except LlemError as exc:
+        return Check("GPU settings", FAIL, exc.one_line(), "set LLEM_STATE_DIR or fix the file")
+    notes = [*restored]
+    alive = [e for e in left if e.owner.alive()]
+    if alive:
+        notes.append(f"{len(alive)} GPU(s) changed by a running llem (restored when it ends)")
+    gpus = open_gpus()
+    try:
+        if not gpus.gpus:
+            return Check("GPU settings", WARN, "; ".join([*notes, "no host GPU"]) or "no host GPU")
+        problem = SettingsControl(gpus).permission_problem(sorted(gpus.gpus))
+    finally:
+        gpus.close()
+    if problem:
+        detail = "; ".join([*notes, "gpu_settings cannot be applied: " + problem])
+        return Check("GPU settings", WARN, detail, PERMISSION_HINT)
+    return Check("GPU settings", OK, "; ".join([*notes, "llem may change power limits and clocks"]))
+
+
 def check_campaign(path: Path, compose: ComposeCLI | None) -> list[Check]:
     """For a campaign: valid, its compose files accepted by Compose, each backend's service
     there, its image present locally, and whether it reserves GPUs."""

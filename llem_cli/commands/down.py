@@ -1,4 +1,5 @@
-"""``llem down``: remove the containers (and networks) a run left behind, by label."""
+"""``llem down``: remove the containers (and networks) a run left behind, by label, and put
+back the GPU settings a stopped run left changed (any run of this host whose process is gone)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from llem_cli.campaign.load import load_campaign
 from llem_cli.docker.sweep import teardown_by_label
 from llem_cli.errors import LockHeld, UsageProblem
 from llem_cli.output import Output
+from llem_cli.runner.gpu_settings_run import restore_left_changed
 from llem_cli.runs.layout import RunDir
 from llem_cli.runs.lock import RunLock
 from llem_cli.runs.resolve import project_of_run
@@ -58,4 +60,6 @@ def bring_down(target: Path, out: Output) -> int:
         if lock is not None:
             lock.release()
     out.line(f"{what}: removed {len(removed)} container(s)")
+    for line in restore_left_changed():
+        out.line(line)
     return 0

@@ -11,6 +11,7 @@ from llem_cli.campaign.load import load_campaign
 from llem_cli.errors import UsageProblem
 from llem_cli.output import Output
 from llem_cli.runner.dry_run import dry_run_campaign
+from llem_cli.runner.gpu_settings_run import restore_left_changed
 from llem_cli.runner.lane_plan import LaneRequest
 from llem_cli.runner.lanes import LaneSetting, parse_gpus_option
 from llem_cli.runner.reporter import JsonReporter, PlainReporter, Reporter, RichReporter
@@ -40,6 +41,9 @@ def run_campaign(
         click.echo(warning.render(), err=True)
     if dry_run:
         return dry_run_campaign(loaded, results_dir, lanes=lane_request)
+    # GPU settings a crashed run left changed (whatever its campaign) go back first
+    for line in restore_left_changed():
+        click.echo(line, err=True)
     reporter = choose_reporter(out, progress=progress, as_json=as_json)
     request = RunRequest(
         resume=resume or resume_dir is not None,

@@ -30,6 +30,7 @@ from llem_cli.runner import decision as d
 from llem_cli.runner.containers import Containers
 from llem_cli.runner.experiment_command import experiment_argv, experiment_environment
 from llem_cli.runner.faults import check_environment
+from llem_cli.runner.gpu_settings_run import SettingRefused, SettingsKeeper
 from llem_cli.runner.lanes import Dispatcher, HostGpu, Lane, service_gpus
 from llem_cli.runner.measuring import Measuring, record_fields, without_window_figures
 from llem_cli.runner.prune import to_prune
@@ -95,6 +96,8 @@ class LoopContext:
     experiments: list[Experiment]
     replayed: RunState
     prepare_dir: Callable[[str], Path]
+    #: the run's gpu_settings (None: the campaign has none, or a dry run: NVML untouched)
+    settings: SettingsKeeper | None = None
 
 
 class CampaignLoop:
@@ -293,6 +296,17 @@ class CampaignLoop:
             restarts_before = self.state.restarts_total
             exp_dir = self.context.prepare_dir(experiment.key)
             gpus = self._measured_gpus(experiment)
+            applied: dict[str, Any] | None = None
+            if self.context.settings is not None:
+                try:
+                    applied = self.context.settings.apply(experiment.config, gpus)
+                except SettingRefused as exc:
+                    # nothing runs on GPUs that are not at the experiment's settings
+                    record = self._not_run(
+                        experiment, "failed", f"GPU settings not applied: {exc.reason}"
+                    )
+                    self._finish(experiment, record)
+                    return
             mig = any(g.mig for g in self._gpus_of(experiment))
             thermal = None if mig else self.measuring.wait_until_cool(gpus)
             window = f"{experiment.key}#{attempt}"
@@ -313,6 +327,7 @@ class CampaignLoop:
                 record = record_interrupted(
                     experiment, attempt, restarts_before, started_at=exec_started, duration_s=ran_s
                 )
+                record.gpu_settings = applied
                 self._finish(experiment, record)
                 raise
             finally:
@@ -367,6 +382,7 @@ class CampaignLoop:
                 secret_env=backend.env,
                 metrics_map=backend.metrics.mapped(),
             )
+            record.gpu_settings = applied
             self._finish(experiment, record)
             if verdict.action is d.Action.SKIP_BACKEND:
                 self.state.skipped_backends[experiment.config.backend] = (

@@ -122,6 +122,10 @@ def _describe(event: dict[str, Any]) -> str | None:
         return None
     if kind == "container":
         return f"container {event['service']}: {event['state']}"
+    if kind == "gpu_settings_restored":
+        if event.get("ok"):
+            return "GPU settings restored to what they were before the run"
+        return "GPU settings NOT all restored: " + "; ".join(event.get("problems") or [])
     if kind == "server_start":
         return f"server {event.get('server_id')} of {event['service']} starting"
     if kind == "server_ready":

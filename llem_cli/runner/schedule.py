@@ -64,8 +64,9 @@ def order_experiments(configs: list[Config], campaign: Campaign) -> Iterator[Exp
     cycles = range(1, execution.cycles + 1)
     services = {name: campaign.service_of(name) for name in campaign.backends}
     if execution.order == "interleaved":
+        in_cycle = _settings_together(configs, campaign)
         for cycle in cycles:
-            for config in configs:
+            for config in in_cycle:
                 yield Experiment(config, cycle, services[config.backend])
     elif execution.order == "grouped":
         by_backend: dict[str, list[Config]] = {}  # dicts keep first-appearance order
@@ -76,7 +77,7 @@ def order_experiments(configs: list[Config], campaign: Campaign) -> Iterator[Exp
             for config in group:
                 by_server.setdefault(server_id(campaign, config), []).append(config)
             for server_group in by_server.values():
-                for config in server_group:
+                for config in _settings_together(server_group, campaign):
                     for cycle in cycles:
                         yield Experiment(config, cycle, services[backend])
     else:
@@ -85,6 +86,19 @@ def order_experiments(configs: list[Config], campaign: Campaign) -> Iterator[Exp
         for index, cycle in pairs:
             config = configs[index]
             yield Experiment(config, cycle, services[config.backend])
+
+
+def _settings_together(configs: list[Config], campaign: Campaign) -> list[Config]:
+    """The configurations with equal ``gpu_settings`` next to each other (stable, in order of
+    first appearance), so the GPUs' settings change as rarely as the order allows."""
+    if campaign.gpu_settings is None:
+        return configs
+    names = list(campaign.gpu_settings.axes())
+    groups: dict[str, list[Config]] = {}
+    for config in configs:
+        key = json.dumps([config.params.get(n) for n in names])
+        groups.setdefault(key, []).append(config)
+    return [config for group in groups.values() for config in group]
 
 
 def pause(

@@ -38,6 +38,7 @@ from llem_cli.errors import (
     UsageProblem,
 )
 from llem_cli.runner.faults import disk_problem, is_disk_error
+from llem_cli.runner.gpu_settings_run import SettingsKeeper
 from llem_cli.runner.lane_plan import LanePlan, LaneRequest, resolve_lanes
 from llem_cli.runner.lane_run import LaneSetup, LanesOutcome, run_lanes
 from llem_cli.runner.loop import CampaignLoop, LoopContext, LoopState
@@ -52,7 +53,7 @@ from llem_cli.runs.record import Record
 from llem_cli.runs.resolve import run_to_use
 from llem_cli.runs.results_csv import write_results_csv
 from llem_cli.runs.state import RunState, replay
-from llem_cli.signals import handle_signals
+from llem_cli.signals import deferred, handle_signals
 
 
 @dataclass
@@ -101,6 +102,8 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
     require_daemon()
     # bad lanes (more than the GPUs allow, an unknown --gpus entry) stop here: nothing written
     plan = resolve_lanes(loaded, experiments, request.lanes, compose)
+    # gpu_settings: no permission (3) or a value NVML does not allow (2) stops here too
+    preflight_settings(loaded, plan)
     results = loaded.results_dir(request.results_dir)
     try:
         run, resumed = run_to_use(
@@ -168,22 +171,32 @@ def _execute_locked(
     )
     loop_state: LoopState | None = None
     retired: dict[int, str] = {}
+    keeper = None
+    if loaded.campaign.gpu_settings is not None:
+        keeper = SettingsKeeper(loaded.campaign, run.root)
     context = LoopContext(
         campaign=loaded.campaign,
         run_id=run.run_id,
         experiments=experiments,
         replayed=state,
         prepare_dir=functools.partial(prepare_experiment_dir, run),
+        settings=keeper,
     )
     try:
         with handle_signals():
-            if plan is not None and plan.lanes is not None:
-                outcome = _run_lanes(loaded, context, plan, run, resumed, compose, journal, emit)
-                loop_state, retired = outcome.state, outcome.retired
-            else:
-                loop_state = _run_unpinned(
-                    loaded, context, run, resumed, compose, journal, emit
-                ).state
+            try:
+                if plan is not None and plan.lanes is not None:
+                    outcome = _run_lanes(
+                        loaded, context, plan, run, resumed, compose, journal, emit
+                    )
+                    loop_state, retired = outcome.state, outcome.retired
+                else:
+                    loop_state = _run_unpinned(
+                        loaded, context, run, resumed, compose, journal, emit
+                    ).state
+            finally:
+                if keeper is not None:
+                    _restore_settings(keeper, journal, emit)
     except Interrupted as exc:
         signal_name = "SIGINT" if exc.exit_code == 130 else "SIGTERM"
         _journal_end(run, journal, emit, "interrupted", **base, signal=signal_name)
@@ -230,6 +243,47 @@ def _execute_locked(
         return EXIT_ABORTED
     failed = sum(n for status, n in counts.items() if status != "ok")
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def preflight_settings(loaded: LoadedCampaign, plan: LanePlan | None) -> None:
+    """``gpu_settings``: permission and values on the GPUs the run will use, before anything
+    is written or started (exit 3 / 2)."""
+    campaign = loaded.campaign
+    if campaign.gpu_settings is None:
+        return
+    if plan is not None and plan.lanes is not None:
+        indices: list[int] | None = sorted(
+            {g.index for lane in plan.lanes for g in lane.gpus if g.index is not None}
+        )
+    else:
+        pinned = [b.pinned_gpus for b in campaign.backends.values()]
+        indices = (
+            None if any(p is None for p in pinned) else sorted({i for p in pinned for i in p or []})
+        )
+    checker = SettingsKeeper(campaign, Path("."))
+    try:
+        checker.preflight(indices, loaded.configs)
+    finally:
+        checker.restore()  # changed nothing; closes NVML
+
+
+def _restore_settings(keeper: SettingsKeeper, journal: Journal, emit: Any) -> None:
+    """Every GPU this run changed, back to its original, whatever ended the run; a signal that
+    arrives meanwhile waits (or, when the run is already ending on an exception, is dropped)."""
+    ending = sys.exc_info()[0] is not None
+    with deferred(absorb=ending):
+        changed = keeper.changed_any
+        problems = keeper.restore()
+        if not changed and not problems:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            emit(
+                journal.append(
+                    "gpu_settings_restored",
+                    ok=not problems,
+                    problems=problems,
+                )
+            )
 
 
 def _run_unpinned(

@@ -42,6 +42,7 @@ EVENT_TYPES = frozenset(
         "lane_retired",
         "server_start",
         "server_ready",
+        "gpu_settings_restored",
     }
 )
 RECORD_EVENTS = frozenset({"experiment_finished", "pruned", "skipped"})

@@ -55,6 +55,8 @@ class Record:
     lane: int | None = None
     #: the host GPUs its container was pinned to and its energy was measured on (None: not pinned)
     gpu_uuids: list[str] | None = None
+    #: the gpu_settings applied to its GPUs (values, read-back per GPU, warnings; None: none)
+    gpu_settings: dict[str, Any] | None = None
     #: a serving backend's server configuration (12 hex digits; None outside serving backends)
     server_id: str | None = None
     #: the energy of each phase the client named in ``result.json``'s ``llem_phases``:

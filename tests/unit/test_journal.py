@@ -21,7 +21,7 @@ DESIGN_FIELDS = [
     "key", "config_id", "cycle", "backend", "service", "params", "status", "attempts",
     "exit_code", "started_at", "ended_at", "duration_s", "energy_j", "avg_power_w",
     "idle_power_w", "net_energy_j", "max_temp_c", "restarts_before", "metrics", "error",
-    "lane", "gpu_uuids", "server_id", "phases",
+    "lane", "gpu_uuids", "gpu_settings", "server_id", "phases",
 ]  # fmt: skip
 DESIGN_STATUSES = {
     "ok", "failed", "gpu_oom", "oom_killed", "timeout", "container_died", "not_runnable",

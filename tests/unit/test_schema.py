@@ -87,7 +87,7 @@ def test_schema_is_json_with_the_top_level_fields(schema: dict[str, Any]) -> Non
     assert set(schema["required"]) == {"name", "compose", "backends"}
     expected = {
         "name", "compose", "project", "backends", "grid", "per_backend",
-        "experiments", "exclude", "execution", "health", "results",
+        "experiments", "exclude", "gpu_settings", "execution", "health", "results",
     }  # fmt: skip
     assert set(schema["properties"]) == expected
     assert schema["properties"]["name"]["type"] == "string"
