@@ -43,6 +43,7 @@ SCENARIOS = [
     "docker_kill",
     "lanes_kill9",
     "lanes_docker_kill",
+    "settings_kill9",
     "fullfs",
     "daemon",
 ]
