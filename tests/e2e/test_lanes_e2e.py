@@ -125,8 +125,15 @@ def test_four_lanes_measure_each_experiment_on_its_own_gpu(tmp_path: Path, stub:
             found.sort()
             for (_, end), (start, _) in zip(found, found[1:], strict=False):
                 assert start >= end, f"two experiments on {uuid} at once"
-        firsts = sorted(min(s for s, _ in found) for found in spans.values())
-        assert firsts[-1] - firsts[0] < SECS, "the lanes did not start together"
+        # the lanes ran at once: some moment had experiments busy on several GPUs
+        edges = sorted(
+            (t, step) for found in spans.values() for a, b in found for t, step in ((a, 1), (b, -1))
+        )
+        busy = most = 0
+        for _, step in edges:
+            busy += step
+            most = max(most, busy)
+        assert most >= 2, "no two lanes ever ran at once"
         # each lane's container was checked for its pin, and each lane has its own project
         checks = [e for e in events(run) if e["type"] == "pin_check"]
         assert sorted(e["lane"] for e in checks) == [0, 1, 2, 3]
