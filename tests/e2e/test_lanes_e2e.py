@@ -50,6 +50,10 @@ def four_gpus(stub: Stub, busy: Path) -> None:
         state[f"gpu{i}.power_mw"] = int(IDLE_W * 1000)
         state[f"gpu{i}.busy_power_mw"] = int(BUSY_W[i] * 1000)
         state[f"gpu{i}.temp_c"] = 40
+        # the stand-in caps power at the limit in force (700 W by default): lift it above the
+        # busy powers, which tell the GPUs apart
+        state[f"gpu{i}.power_limit_max_mw"] = 10_000_000
+        state[f"gpu{i}.power_limit_mw"] = 10_000_000
     stub.write_state(state)
 
 

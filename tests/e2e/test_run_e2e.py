@@ -878,7 +878,7 @@ def test_down_of_a_run_spares_another_campaign_with_the_same_run_id(
     assert_no_containers(twin)
     assert service_container(campaign, "app"), "llem down of one run removed another's container"
     (ra / "go").touch()
-    assert wait_exit(pa, 60) == 0
+    assert wait_exit(pa, 120) == 0
     assert {r["status"] for r in records(ra).values()} == {"ok"}
     assert_no_containers(campaign)
 
