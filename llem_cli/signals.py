@@ -86,7 +86,7 @@ def handle_signals() -> Iterator[None]:
 
     Outside the main thread handlers cannot be installed; the block then runs unchanged.
     After a signal ended the block, llem is on its way out: instead of the previous handlers,
-    SIGINT and SIGTERM are then ignored (:func:`_going_down`), so a second Ctrl-C or an
+    SIGINT and SIGTERM are then ignored (``SIG_IGN``), so a second Ctrl-C or an
     impatient supervisor's SIGTERM cannot turn a clean 143 into a KeyboardInterrupt between
     the end of the teardown and the exit.
     """
@@ -106,11 +106,10 @@ def handle_signals() -> Iterator[None]:
         raise Interrupted(f"interrupted by {name}", exc.exit_code) from None
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, _going_down if stopping else old)
-
-
-def _going_down(signum: int, frame: FrameType | None) -> None:
-    """A signal after llem was stopped by one: it is already exiting; nothing more to do."""
+            # SIG_IGN, not a Python handler: Python resets its own handlers to the default at
+            # interpreter shutdown, so a second signal in the last milliseconds would kill
+            # llem by that signal (exit -2) instead of the clean 130/143 it is exiting with
+            signal.signal(sig, signal.SIG_IGN if stopping else old)
 
 
 def last_signal() -> int | None:
