@@ -136,7 +136,8 @@ def test_kill9_leaves_the_limit_then_down_restores_it(tmp_path: Path, stub: Stub
             60,
             "an experiment started",
         )
-        time.sleep(0.5)
+        # the limit is set just after experiment_started is journaled: wait until it is
+        wait_for(lambda: power_limit_w(stub) == 250.0, 60, "the 250 W limit applied")
         kill9(proc)
         assert power_limit_w(stub) == 250.0  # left changed by the killed llem
         assert list(state_entries(tmp_path).values())[0]["original"]["power_limit_w"] == 700.0
@@ -163,6 +164,7 @@ def test_the_next_run_restores_what_a_crashed_one_left(tmp_path: Path, stub: Stu
             60,
             "an experiment started",
         )
+        wait_for(lambda: power_limit_w(stub) == 250.0, 60, "the 250 W limit applied")
         kill9(proc)
         assert power_limit_w(stub) == 250.0
         # another campaign, without gpu_settings, on the same host: it restores first
