@@ -232,7 +232,7 @@ def test_a_clients_steady_phase_is_measured_on_the_host(tmp_path: Path, stub: St
         assert done.returncode == 0, done.stdout + done.stderr
         for rec in records(c.run_dir()).values():
             steady = rec["phases"]["steady"]
-            assert steady["duration_s"] == pytest.approx(1.2, abs=0.15)
+            assert steady["duration_s"] >= 1.15  # the client slept 1.2 s (longer on a busy host)
             assert steady["energy_j"] == pytest.approx(600.0 * steady["duration_s"], rel=0.03)
             assert steady["avg_power_w"] == pytest.approx(600.0, rel=0.03)
             assert rec["energy_j"] > steady["energy_j"]  # the window holds more than the phase
