@@ -34,7 +34,7 @@ from llem_cli.docker.service_facts import ServiceFacts
 from llem_cli.errors import LlemError, RunAborted
 from llem_cli.runner.containers import Containers
 from llem_cli.runner.faults import check_environment
-from llem_cli.runner.lanes import Dispatcher, Lane, service_gpus
+from llem_cli.runner.lanes import Dispatcher, Lane, lane_gpu_indices, service_gpus
 from llem_cli.runner.loop import CampaignLoop, EventLog, LoopContext, LoopState
 from llem_cli.runner.measuring import HostTelemetry, LogEvent, Measuring
 from llem_cli.signals import Cancelled, SignalReceived, deferred
@@ -143,9 +143,7 @@ def run_lanes(
     state = LoopState(restarts_total=context.replayed.restarts)
     sleep = cancellable_sleep(runner)
     if measuring is None:
-        lane_gpus = sorted(
-            {g.index for lane in setup.lanes for g in lane.gpus if g.index is not None}
-        )
+        lane_gpus = lane_gpu_indices(setup.lanes)
         measuring = HostTelemetry(campaign, emit, log, lane_gpus=lane_gpus, sleep=sleep)
     services = list(setup.services)
 

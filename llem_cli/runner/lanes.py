@@ -196,6 +196,11 @@ def plan_lanes(
     return planned
 
 
+def lane_gpu_indices(lanes: Iterable[Lane]) -> list[int]:
+    """The host indexes of every GPU the lanes own (MIG devices, with no index, left out)."""
+    return sorted({g.index for lane in lanes for g in lane.gpus if g.index is not None})
+
+
 def service_gpus(lane: Lane, campaign: Campaign, service: str) -> tuple[HostGpu, ...]:
     """The lane's GPUs a service's container is pinned to: what its backends use together.
 
@@ -390,6 +395,7 @@ __all__ = [
     "Lane",
     "LaneSetting",
     "gpus_per_lane",
+    "lane_gpu_indices",
     "parse_gpus_option",
     "plan_lanes",
     "select_gpus",

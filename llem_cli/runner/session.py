@@ -41,6 +41,7 @@ from llem_cli.runner.faults import disk_problem, is_disk_error
 from llem_cli.runner.gpu_settings_run import SettingsKeeper
 from llem_cli.runner.lane_plan import LanePlan, LaneRequest, resolve_lanes
 from llem_cli.runner.lane_run import LaneSetup, LanesOutcome, run_lanes
+from llem_cli.runner.lanes import lane_gpu_indices
 from llem_cli.runner.loop import CampaignLoop, LoopContext, LoopState
 from llem_cli.runner.measuring import HostTelemetry
 from llem_cli.runner.records import prepare_experiment_dir
@@ -252,9 +253,7 @@ def preflight_settings(loaded: LoadedCampaign, plan: LanePlan | None) -> None:
     if campaign.gpu_settings is None:
         return
     if plan is not None and plan.lanes is not None:
-        indices: list[int] | None = sorted(
-            {g.index for lane in plan.lanes for g in lane.gpus if g.index is not None}
-        )
+        indices: list[int] | None = lane_gpu_indices(plan.lanes)
     else:
         pinned = [b.pinned_gpus for b in campaign.backends.values()]
         indices = (
