@@ -134,6 +134,13 @@ def plan(file: Path, as_json: bool, limit: int) -> None:
     metavar="LIST",
     help="Host GPU indexes or UUIDs llem may use, comma-separated (default: every GPU).",
 )
+@click.option(
+    "--shard",
+    type=click.IntRange(min=0),
+    metavar="K",
+    help="Run shard K of a run made by 'llem slurm' (with --resume RUN_DIR; the job "
+    "array's script passes it).",
+)
 @click.option("--no-progress", is_flag=True, help="Plain timestamped lines even on a terminal.")
 @click.option(
     "--json",
@@ -149,6 +156,7 @@ def run(
     results_dir: Path | None,
     lanes: str | None,
     gpus: str | None,
+    shard: int | None,
     no_progress: bool,
     as_json: bool,
 ) -> None:
@@ -183,6 +191,7 @@ def run(
         out=get_output(),
         lanes=lanes,
         gpus=gpus,
+        shard=shard,
     )
     click.get_current_context().exit(code)
 
@@ -335,6 +344,96 @@ def report(run_dirs: tuple[Path, ...], output: Path | None, figures_dir: Path | 
     from llem_cli.commands.report import write_report
 
     code = write_report(list(run_dirs), output=output, figures_dir=figures_dir, out=get_output())
+    click.get_current_context().exit(code)
+
+
+@cli.command()
+@click.argument("file", type=campaign_file)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    required=True,
+    metavar="N",
+    help="Array tasks; the configurations are cut into N blocks (at most one per configuration).",
+)
+@click.option(
+    "--gpus-per-shard",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    metavar="G",
+    help="GPUs Slurm gives each task (--gres=gpu:G; 0: no GPU request).",
+)
+@click.option("--partition", metavar="P", help="Slurm partition (#SBATCH --partition).")
+@click.option("--time", metavar="T", help="Time limit per task (#SBATCH --time).")
+@click.option(
+    "--sbatch-arg",
+    "sbatch_args",
+    envvar="LLEM_SLURM_SBATCH_ARG",
+    multiple=True,
+    metavar="ARG",
+    help="One more #SBATCH option, e.g. --sbatch-arg=--mem=64G (repeatable).",
+)
+@click.option(
+    "--results-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the run directory goes: a filesystem every node sees (default: the "
+    "campaign's `results`).",
+)
+@click.option(
+    "--submit",
+    "submit_it",
+    envvar="LLEM_SLURM_SUBMIT",
+    is_flag=True,
+    help="Also submit it (sbatch --parsable).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the shards and the script; write nothing.")
+def slurm(
+    file: Path,
+    shards: int,
+    gpus_per_shard: int,
+    partition: str | None,
+    time: str | None,
+    sbatch_args: tuple[str, ...],
+    results_dir: Path | None,
+    submit_it: bool,
+    dry_run: bool,
+) -> None:
+    """Write a Slurm job array for the campaign: one task per shard.
+
+    Creates the run directory, cuts the configurations into N shards (every cycle
+    of a configuration in one shard, stable across resubmissions), writes
+    RUN_DIR/slurm/llem.sbatch and prints its path; with --submit also submits it
+    and prints the job id. Task k runs `llem run FILE --resume RUN_DIR --shard k`
+    on the GPUs Slurm gave it. Submitting the script again (or a requeued task)
+    runs only what is pending. `llem status RUN_DIR`, `results` and `report` read
+    every shard. The run directory, the campaign and its compose files must be on
+    a filesystem every node sees; Docker must run on the compute nodes.
+
+    Exit 0 written (and submitted), 2 bad options or campaign, 3 sbatch missing
+    or refusing.
+
+    \b
+    Examples:
+      llem slurm campaigns/demo.yaml --shards 4 --dry-run
+      llem slurm campaigns/demo.yaml --shards 4 --gpus-per-shard 2 --partition gpu \\
+          --time 08:00:00 --sbatch-arg=--mem=64G --submit
+      sbatch results/demo/20261128T140500Z/slurm/llem.sbatch     # resubmit: pending only
+    """
+    from llem_cli.commands.slurm import write_slurm
+
+    code = write_slurm(
+        file,
+        shards=shards,
+        gpus_per_shard=gpus_per_shard,
+        partition=partition,
+        time=time,
+        sbatch_args=sbatch_args,
+        results_dir=results_dir,
+        submit_it=submit_it,
+        dry_run=dry_run,
+        out=get_output(),
+    )
     click.get_current_context().exit(code)
 
 

@@ -293,6 +293,17 @@ def assert_no_containers(campaign: E2ECampaign, *run_ids: str) -> None:
     assert not lanes, f"lane containers of {campaign.project} left behind: {lanes}"
 
 
+def shard_containers(campaign: E2ECampaign, shards: int) -> list[str]:
+    """Every container of a sharded run's shards: projects ``<project>-s<k>`` and their lanes'
+    (labelled ``llem.project=<project>-s<k>``)."""
+    ids: set[str] = set()
+    for k in range(shards):
+        project = f"{campaign.project}-s{k}"
+        ids |= set(containers(f"com.docker.compose.project={project}"))
+        ids |= set(containers(f"llem.project={project}"))
+    return sorted(ids)
+
+
 def service_container(campaign: E2ECampaign, service: str) -> str | None:
     """The id of the running container of ``service`` in the campaign's project."""
     done = subprocess.run(

@@ -16,6 +16,7 @@ from llem_cli.results.load import load_run_records
 from llem_cli.results.report_data import RunInput, build_report
 from llem_cli.runs.journal_read import iter_events
 from llem_cli.runs.resolve import campaign_of_run
+from llem_cli.runs.shards import journal_paths
 
 REPORT_NAME = "report.html"
 
@@ -42,7 +43,12 @@ def _read_runs(run_dirs: list[Path]) -> list[RunInput]:
         if root in seen:
             continue
         seen.add(root)
-        telemetry = [e for e in iter_events(loaded.run.journal) if e.get("type") == "telemetry"]
+        telemetry = [
+            e
+            for journal in journal_paths(loaded.run)  # a sharded run: every shard's
+            for e in iter_events(journal)
+            if e.get("type") == "telemetry"
+        ]
         runs.append(
             RunInput(
                 run_id=loaded.run.run_id,

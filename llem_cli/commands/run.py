@@ -8,14 +8,16 @@ from pathlib import Path
 import click
 
 from llem_cli.campaign.load import load_campaign
-from llem_cli.errors import UsageProblem
+from llem_cli.errors import EXIT_OK, UsageProblem
 from llem_cli.output import Output
 from llem_cli.runner.dry_run import dry_run_campaign
 from llem_cli.runner.gpu_settings_run import restore_left_changed
 from llem_cli.runner.lane_plan import LaneRequest
 from llem_cli.runner.lanes import LaneSetting, parse_gpus_option
 from llem_cli.runner.reporter import JsonReporter, PlainReporter, Reporter, RichReporter
+from llem_cli.runner.schedule import order_experiments
 from llem_cli.runner.session import RunRequest, execute
+from llem_cli.runner.shard_task import open_shard
 
 
 def run_campaign(
@@ -30,6 +32,7 @@ def run_campaign(
     out: Output,
     lanes: str | None = None,
     gpus: str | None = None,
+    shard: int | None = None,
 ) -> int:
     """Run the campaign in ``file``; return the exit code."""
     lane_request = LaneRequest(
@@ -39,6 +42,14 @@ def run_campaign(
     loaded = load_campaign(file)
     for warning in loaded.warnings:
         click.echo(warning.render(), err=True)
+    task = None
+    if shard is not None:  # a task of a job array (llem slurm): its shard of that run only
+        experiments = list(order_experiments(loaded.configs, loaded.campaign))
+        task = open_shard(loaded, experiments, shard=shard, run_dir=resume_dir, lanes=lane_request)
+        if task.finished:
+            click.echo(f"shard {shard} of {task.run.root}: finished, nothing pending", err=True)
+            return EXIT_OK
+        loaded, lane_request = task.loaded, task.lanes
     if dry_run:
         return dry_run_campaign(loaded, results_dir, lanes=lane_request)
     # GPU settings a crashed run left changed (whatever its campaign) go back first
@@ -50,6 +61,7 @@ def run_campaign(
         resume_dir=resume_dir,
         results_dir=results_dir,
         lanes=lane_request,
+        shard=task,
     )
     try:
         return execute(loaded, request, reporter)

@@ -17,6 +17,7 @@ from llem_cli.output import Output
 from llem_cli.runs.layout import RunDir, planned_keys
 from llem_cli.runs.record import FINAL_STATUSES
 from llem_cli.runs.resolve import resolve_target
+from llem_cli.runs.shards import shard_runs
 from llem_cli.runs.state import RunState, replay
 
 
@@ -33,8 +34,9 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-#: the values of the JSON ``state`` field: stable words for scripts (prose is ``state_detail``)
-STATES = ("running", "finished", "aborted", "interrupted", "crashed")
+#: the values of the JSON ``state`` field: stable words for scripts (prose is ``state_detail``);
+#: a sharded run's shard may also be ``pending`` (queued in Slurm) or ``not_started``
+STATES = ("running", "finished", "aborted", "interrupted", "crashed", "pending", "not_started")
 
 
 def _phase(state: RunState, alive: bool) -> tuple[str, str]:
@@ -256,15 +258,20 @@ def _lane_line(lane: dict[str, Any], width: int) -> str:
     return f"  {label:<{width}} {'; '.join(parts)}"
 
 
-def summarize(run: RunDir) -> dict[str, Any]:
-    """The status of one run as a JSON-ready dict."""
+def summarize(
+    run: RunDir, *, planned: list[str] | None = None, alive: bool | None = None
+) -> dict[str, Any]:
+    """The status of one run (or shard) as a JSON-ready dict; ``alive`` overrides the check of
+    the writer's pid (a shard's process may be on another node)."""
     state = replay(run.journal)
-    planned = planned_keys(run)
+    if planned is None:
+        planned = planned_keys(run)
     if planned is None:
         planned = list(state.records)
     counts = state.counts()
     pending = sum(1 for key in planned if state.needs_run(key))
-    alive = pid_alive(state.writer_pid)
+    if alive is None:
+        alive = pid_alive(state.writer_pid)
     phase, detail = _phase(state, alive)
     lanes = lane_progress(run, state, running=phase == "running")
     last = state.last_event or {}
@@ -289,7 +296,12 @@ def summarize(run: RunDir) -> dict[str, Any]:
 
 def show_status(target: Path | None, *, as_json: bool, out: Output) -> int:
     """Print the status; exit 0 (reading a status is not judging the run)."""
-    info = summarize(resolve_target(target))
+    run = resolve_target(target)
+    if shard_runs(run):
+        from llem_cli.commands.status_shards import show_sharded
+
+        return show_sharded(run, as_json=as_json, out=out)
+    info = summarize(run)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return 0

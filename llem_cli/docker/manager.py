@@ -103,6 +103,7 @@ class ContainerManager:
         timeouts: Timeouts | None = None,
         pins: Mapping[str, LanePin] | None = None,
         facts: Mapping[str, ServiceFacts] | None = None,
+        override_dir: Path | str | None = None,
     ) -> None:
         self.runner: Runner = runner or SubprocessRunner()
         self.dry_run = bool(getattr(self.runner, "dry_run", False))
@@ -111,6 +112,8 @@ class ContainerManager:
         self.compose = compose
         self.run_id = run_id
         self.run_dir = Path(run_dir)
+        #: where the generated override goes (a shard's own folder; default the run directory)
+        self.override_dir = Path(override_dir) if override_dir is not None else self.run_dir
         self.services: dict[str, bool] = (
             dict(services) if isinstance(services, Mapping) else dict.fromkeys(services, True)
         )
@@ -123,7 +126,7 @@ class ContainerManager:
             compose,
             project_name,
             tuple(Path(f) for f in files),
-            override=self.run_dir / override_name(lane),
+            override=self.override_dir / override_name(lane),
         )
         self.docker: tuple[str, ...] = compose.docker or docker_argv()
         self.docker_cli = DockerCLI(self.docker)
@@ -174,6 +177,7 @@ class ContainerManager:
             name=self.project.override.name if self.project.override else None,
             commands=self.commands,
             env_names={service: list(env) for service, env in self.server_env.items()},
+            directory=self.override_dir,
         )
 
     # ---- servers (serving backends) -------------------------------------------------------------

@@ -239,15 +239,18 @@ def write_override(
     name: str | None = None,
     commands: Mapping[str, Sequence[str]] | None = None,
     env_names: Mapping[str, Iterable[str]] | None = None,
+    directory: Path | None = None,
 ) -> Path:
-    """Write ``<run_dir>/<name>`` atomically and return its path.
+    """Write ``<directory>/<name>`` atomically and return its path.
 
     ``name`` defaults to :func:`override_name` of the pin's lane (``compose.override.yaml``
-    without a pin), so lanes never share a file.
+    without a pin), so lanes never share a file; ``directory`` defaults to ``run_dir`` (a
+    shard of a sharded run writes into its own ``shards/s<k>/``, so shards never share one).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / (name or override_name(_lane_of(pin)))
+    folder = Path(directory) if directory is not None else run_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (name or override_name(_lane_of(pin)))
     text = render_override(
         run_id, run_dir, services, pin=pin, facts=facts, commands=commands, env_names=env_names
     )

@@ -12,7 +12,7 @@ from llem_cli.errors import UsageProblem
 from llem_cli.runs.layout import RunDir, planned_keys
 from llem_cli.runs.record import Record
 from llem_cli.runs.resolve import resolve_target
-from llem_cli.runs.state import replay
+from llem_cli.runs.shards import replay_run
 
 
 @dataclass
@@ -43,7 +43,7 @@ def load_run_records(path: Path) -> RunRecords:
             hint="give <results>/<name>/<run_id> (see 'llem status') or a campaign file",
         )
     run = resolve_target(path)
-    state = replay(run.journal)
+    state = replay_run(run)  # a sharded run: every shard's journal
     order = {key: i for i, key in enumerate(planned_keys(run) or [])}
     records = sorted(state.records.values(), key=lambda r: order.get(r.key, len(order)))
     # replayed without slim=True: every record is in full, none a Settled stand-in

@@ -104,6 +104,8 @@ class LaneSetup:
     services: Mapping[str, bool]
     facts: Mapping[str, ServiceFacts]
     one_lane_services: frozenset[str] = frozenset()
+    #: where the lanes' override files go (a shard's own folder; None: ``run_dir``)
+    override_dir: Path | None = None
 
 
 #: builds a lane's container layer (a context manager: leaving it tears the lane down)
@@ -158,6 +160,7 @@ def run_lanes(
             runner=runner,
             pins=lane_pins(campaign, lane, services),
             facts=setup.facts or None,
+            override_dir=setup.override_dir,
         )
 
     make = containers_for or manager_for

@@ -47,12 +47,14 @@ from llem_cli.runner.measuring import HostTelemetry
 from llem_cli.runner.records import prepare_experiment_dir
 from llem_cli.runner.reporter import Reporter
 from llem_cli.runner.schedule import Experiment, order_experiments, stream_json
+from llem_cli.runner.shard_task import ShardTask
 from llem_cli.runs.journal import Journal
 from llem_cli.runs.layout import RunDir, planned_keys
 from llem_cli.runs.lock import RunLock
 from llem_cli.runs.record import Record
 from llem_cli.runs.resolve import run_to_use
 from llem_cli.runs.results_csv import write_results_csv
+from llem_cli.runs.shards import write_merged_results
 from llem_cli.runs.state import RunState, replay
 from llem_cli.signals import deferred, handle_signals
 
@@ -65,6 +67,8 @@ class RunRequest:
     resume_dir: Path | None = None
     results_dir: Path | None = None
     lanes: LaneRequest = dataclasses.field(default_factory=LaneRequest)
+    #: a job array's task (``--shard K``): its shard of a run made by ``llem slurm``
+    shard: ShardTask | None = None
 
 
 def check_resume_compatible(run: RunDir, experiments: list[Experiment]) -> list[str] | None:
@@ -98,7 +102,11 @@ def write_plan(run: RunDir, experiments: list[Experiment]) -> None:
 def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> int:
     """Run (or resume) the campaign; return the exit code (docs/design.md §3.2)."""
     campaign = loaded.campaign
-    experiments = list(order_experiments(loaded.configs, campaign))
+    shard = request.shard
+    if shard is not None:
+        experiments = shard.experiments
+    else:
+        experiments = list(order_experiments(loaded.configs, campaign))
     compose = discover_compose()
     require_daemon()
     # bad lanes (more than the GPUs allow, an unknown --gpus entry) stop here: nothing written
@@ -107,24 +115,30 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
     preflight_settings(loaded, plan)
     results = loaded.results_dir(request.results_dir)
     try:
-        run, resumed = run_to_use(
-            results, campaign.name, resume=request.resume, resume_dir=request.resume_dir
-        )
+        if shard is not None:  # the run directory llem slurm made; the shard's own folder in it
+            run, resumed = shard.run, shard.resumed
+            run.own.mkdir(parents=True, exist_ok=True)
+        else:
+            run, resumed = run_to_use(
+                results, campaign.name, resume=request.resume, resume_dir=request.resume_dir
+            )
     except OSError as exc:
         if not is_disk_error(exc):
             raise
         raise disk_problem(exc, results) from None
-    lock = RunLock(campaign.project_name, run.root)
+    lock = RunLock(campaign.project_name, run.own)
     try:
         lock.acquire()
     except BaseException:
-        if not resumed:  # a refused run leaves nothing: not its directory, nor an empty <name>/
+        if not resumed and shard is None:  # a refused run leaves nothing: not its directory
             shutil.rmtree(run.root, ignore_errors=True)
             with contextlib.suppress(OSError):
                 run.root.parent.rmdir()
         raise
     try:
-        return _execute_locked(loaded, experiments, run, resumed, compose, reporter, plan)
+        return _execute_locked(
+            loaded, experiments, run, resumed, compose, reporter, plan, shard=shard
+        )
     except OSError as exc:
         # the results filesystem filled up (or went read-only) before or after the loop
         if not is_disk_error(exc):
@@ -142,16 +156,23 @@ def _execute_locked(
     compose: Any,
     reporter: Reporter,
     plan: LanePlan | None = None,
+    *,
+    shard: ShardTask | None = None,
 ) -> int:
     # slim: what a resume needs (status per key; gpu_oom records in full for pruning)
     state = replay(run.journal, slim=True) if resumed else RunState()
     old_keys = check_resume_compatible(run, experiments) if resumed else None
-    atomic_write_text(run.campaign, loaded.text)
+    if shard is None:  # a shard's campaign.yaml is the run's, written by llem slurm
+        atomic_write_text(run.campaign, loaded.text)
     if old_keys != [e.key for e in experiments]:  # a resume of an unchanged plan keeps it
         write_plan(run, experiments)
     journal = Journal(run.journal)
     pending = sum(1 for e in experiments if state.needs_run(e.key))
-    base = {"run_id": run.run_id, "run_dir": str(run.root)}
+    base: dict[str, Any] = {"run_id": run.run_id, "run_dir": str(run.root)}
+    started_extra: dict[str, Any] = {}
+    if shard is not None:
+        base["shard"] = shard.number
+        started_extra = {"slurm": shard.slurm.journal_fields()}
 
     display_lock = threading.Lock()  # lanes report from several threads
 
@@ -168,6 +189,7 @@ def _execute_locked(
             total=len(experiments),
             pending=pending,
             argv=sys.argv[1:],
+            **started_extra,
         )
     )
     loop_state: LoopState | None = None
@@ -308,6 +330,7 @@ def _run_unpinned(
         run_dir=run.root,
         services=services,
         compose=compose,
+        override_dir=run.own,
     ) as manager:
         if resumed:
             _remove_leftovers(run, manager, emit)
@@ -351,6 +374,7 @@ def _run_lanes(
         services=services,
         facts=plan.facts,
         one_lane_services=plan.one_lane_services,
+        override_dir=run.own,
     )
     leftovers = None
     if resumed:
@@ -411,6 +435,8 @@ def _write_results(run: RunDir, state: RunState | None = None) -> None:
     state = state if state is not None else replay(run.journal)
     # callers pass only full replays (never slim=True), so there is no Settled stand-in
     write_results_csv(run.results_csv, cast("Iterable[Record]", state.records.values()))
+    if run.shard is not None:  # and the run's, every shard's records together
+        write_merged_results(run.root)
 
 
 __all__ = ["EXIT_ABORTED", "RunRequest", "execute"]

@@ -41,21 +41,39 @@ def run_id_sort_key(run_id: str) -> tuple[str, int] | None:
     return match.group(1), int(match.group(2) or 1)
 
 
+#: a sharded run's shards keep their own files in ``shards/s<k>/`` (``llem slurm``)
+SHARDS_DIR = "shards"
+
+
 @dataclass(frozen=True)
 class RunDir:
-    """The paths inside one run directory, named in one place."""
+    """The paths inside one run directory, named in one place.
+
+    With ``shard`` set, this is shard k of a sharded run (``llem slurm``): the journal, plan,
+    ``results.csv`` and compose overrides are the shard's own, in ``shards/s<k>/`` (two shards
+    may run at once, on one node or several), while ``campaign.yaml`` and ``experiments/``
+    (keys never repeat across shards) are the run's.
+    """
 
     root: Path
+    shard: int | None = None
 
     @property
     def run_id(self) -> str:
-        """The directory's name."""
+        """The directory's name (a shard's is its run's)."""
         return self.root.name
+
+    @property
+    def own(self) -> Path:
+        """Where this run's own files are: the root, or the shard's ``shards/s<k>/``."""
+        if self.shard is None:
+            return self.root
+        return self.root / SHARDS_DIR / f"s{self.shard}"
 
     @property
     def journal(self) -> Path:
         """``journal.jsonl``: the append-only event log."""
-        return self.root / JOURNAL_NAME
+        return self.own / JOURNAL_NAME
 
     @property
     def campaign(self) -> Path:
@@ -64,18 +82,18 @@ class RunDir:
 
     @property
     def plan(self) -> Path:
-        """``plan.json``: the expanded experiments."""
-        return self.root / "plan.json"
+        """``plan.json``: the expanded experiments (a shard's: its own)."""
+        return self.own / "plan.json"
 
     @property
     def results_csv(self) -> Path:
         """``results.csv``: one row per experiment, rewritten as the run goes."""
-        return self.root / "results.csv"
+        return self.own / "results.csv"
 
     @property
     def compose_override(self) -> Path:
         """``compose.override.yaml``: generated, passed after the user's compose files."""
-        return self.root / "compose.override.yaml"
+        return self.own / "compose.override.yaml"
 
     @property
     def experiments(self) -> Path:

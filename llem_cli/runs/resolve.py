@@ -14,6 +14,7 @@ from llem_cli.campaign.names import default_project
 from llem_cli.errors import UsageProblem
 from llem_cli.runs.journal_read import first_event
 from llem_cli.runs.layout import RunDir, create_run_dir, list_runs, run_id_sort_key
+from llem_cli.runs.shards import is_sharded
 from llem_cli.runs.state import run_phase
 
 _RUN_DIR_HINT = "give <results>/<name>/<run_id> (see 'llem status') or a campaign file"
@@ -22,7 +23,7 @@ _RUN_DIR_HINT = "give <results>/<name>/<run_id> (see 'llem status') or a campaig
 def existing_run(path: Path, *, hint: str = _RUN_DIR_HINT) -> RunDir:
     """The run directory at ``path``; a usage error (exit 2) when it is none."""
     run = RunDir(path.resolve())
-    if not run.journal.exists():
+    if not run.journal.exists() and not is_sharded(run.root):
         raise UsageProblem(f"{path}: not a run directory (no journal.jsonl)", hint=hint)
     return run
 
@@ -63,10 +64,22 @@ def resolve_target(target: Path | None) -> RunDir:
 
 
 def campaign_of_run(run: RunDir) -> str | None:
-    """The campaign name the run was started for (its first ``run_started``), None if unknown."""
+    """The campaign name the run was started for (its first ``run_started``; a sharded run's:
+    its campaign file's), None if unknown."""
     event = first_event(run.journal)
     name = event.get("campaign") if event and event.get("type") == "run_started" else None
+    if name is None and is_sharded(run.root):
+        name = _campaign_field(run, "name")
     return name if isinstance(name, str) else None
+
+
+def _campaign_field(run: RunDir, field: str) -> object:
+    """A top-level field of the run's ``campaign.yaml`` (None if unreadable)."""
+    try:
+        data = yaml.safe_load(run.campaign.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return data.get(field) if isinstance(data, dict) else None
 
 
 def project_of_run(run: RunDir) -> str | None:

@@ -1,0 +1,150 @@
+"""Sharded runs (``llem slurm``) end to end without Slurm: the array tasks' own command,
+``llem run FILE --resume RUN_DIR --shard K``, run as real processes with the environment slurmd
+gives a batch script (``SLURM_JOB_GPUS`` as node indexes, ``CUDA_VISIBLE_DEVICES`` renumbered
+from 0), on four stand-in GPUs whose energies tell which GPU a record was measured on. The same
+runs under a real Slurm are in tests/slurm.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llem_testkit.e2e import (
+    LLEM,
+    E2ECampaign,
+    assert_no_containers,
+    campaign_for,
+    no_traceback,
+    shard_containers,
+)
+from llem_testkit.four_gpus import BUSY_W, IDLE_W, busy_campaign, overlaps, uuid_of
+from llem_testkit.nvml_stub import Stub
+
+pytestmark = pytest.mark.docker
+
+SECS = 1.0
+
+
+def task_env(shard: int, gpus: str, job: str = "4242") -> dict[str, str]:
+    """What slurmd sets for array task ``shard`` of job ``job`` given node GPUs ``gpus``."""
+    return {
+        "SLURM_JOB_ID": str(int(job) + shard + 1),
+        "SLURM_ARRAY_JOB_ID": job,
+        "SLURM_ARRAY_TASK_ID": str(shard),
+        "SLURM_JOB_GPUS": gpus,
+        "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(gpus.split(",")))),
+        "SLURMD_NODENAME": "node-test",
+    }
+
+
+def make_sharded(c: E2ECampaign, shards: int = 2) -> Path:
+    """``llem slurm`` the campaign; the run directory."""
+    done = c.llem("slurm", c.file, "--shards", str(shards), "--gpus-per-shard", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    script = Path(done.stdout.strip().splitlines()[-1])
+    assert script.name == "llem.sbatch" and script.is_file()
+    return script.parent.parent
+
+
+def start_shard(c: E2ECampaign, run: Path, shard: int, gpus: str) -> subprocess.Popen[str]:
+    env = {**c.env, **task_env(shard, gpus)}
+    return subprocess.Popen(
+        [*LLEM, "run", str(c.file), "--resume", str(run), "--shard", str(shard), "--no-progress"],
+        cwd=c.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def merged_records(c: E2ECampaign, run: Path) -> list[dict[str, Any]]:
+    done = c.llem("results", run, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    return list(data["records"] if isinstance(data, dict) else data)
+
+
+def test_two_shards_run_at_once_each_on_the_gpu_slurm_gave_it(tmp_path: Path, stub: Stub) -> None:
+    c = campaign_for(tmp_path, "shards two")
+    busy = busy_campaign(c, stub, secs=[SECS], configs=4, cycles=2)
+    try:
+        run = make_sharded(c)
+        cut = json.loads((run / "slurm" / "shards.json").read_text())
+        assert [len(s["configs"]) for s in cut["shards"]] == [2, 2]
+        procs = {0: start_shard(c, run, 0, "1"), 1: start_shard(c, run, 1, "3")}
+        for shard, proc in procs.items():
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, f"shard {shard}: {out}{err}"
+            no_traceback(out, err)
+        recs = merged_records(c, run)
+        keys = [r["key"] for r in recs]
+        assert len(keys) == 8 and len(set(keys)) == 8
+        gpu_of_shard = {0: 1, 1: 3}
+        for rec in recs:
+            assert rec["status"] == "ok", rec
+            config = rec["key"].rpartition("-c")[0]
+            shard = next(s["shard"] for s in cut["shards"] if config in s["configs"])
+            gpu = gpu_of_shard[shard]
+            assert rec["gpu_uuids"] == [uuid_of(gpu)], rec
+            window = rec["measurement"]["window_s"]
+            excess = rec["energy_j"] - IDLE_W * window
+            assert excess == pytest.approx(BUSY_W[gpu] * SECS, rel=0.15), rec
+        assert overlaps(busy) == []
+        # each shard journaled in its own folder, with its Slurm job and its own project
+        for shard in (0, 1):
+            journal = run / "shards" / f"s{shard}" / "journal.jsonl"
+            started = [json.loads(x) for x in journal.read_text().splitlines()]
+            first = next(e for e in started if e["type"] == "run_started")
+            assert first["shard"] == shard
+            assert first["slurm"]["array_task"] == shard
+            assert first["slurm"]["gpus"] == [str(gpu_of_shard[shard])]
+            lanes = next(e for e in started if e["type"] == "lanes")
+            assert [x["project"] for x in lanes["lanes"]] == [f"{c.project}-s{shard}-l0"]
+        # the run's results.csv holds every shard's rows
+        rows = (run / "results.csv").read_text().splitlines()
+        assert len(rows) == 1 + 8
+        status = json.loads(c.llem("status", run, "--json").stdout)
+        assert status["state"] == "finished"
+        assert status["done"] == 8 and status["pending"] == 0
+        assert [s["state"] for s in status["shards"]] == ["finished", "finished"]
+        # a finished shard submitted again: exit 0 at once, nothing journaled
+        before = (run / "shards" / "s0" / "journal.jsonl").read_bytes()
+        t0 = time.monotonic()
+        again = start_shard(c, run, 0, "1")
+        out, err = again.communicate(timeout=60)
+        assert again.returncode == 0, out + err
+        assert "finished, nothing pending" in err
+        assert time.monotonic() - t0 < 10
+        assert (run / "shards" / "s0" / "journal.jsonl").read_bytes() == before
+        # the report reads every shard
+        report = c.llem("report", run, "-o", tmp_path / "r.html")
+        assert report.returncode == 0, report.stderr
+        html = (tmp_path / "r.html").read_text()
+        assert all(s["configs"][0] in html for s in cut["shards"])
+        assert shard_containers(c, 2) == []
+    finally:
+        if "run" in locals():
+            c.llem("down", run, timeout=180)
+        c.cleanup()
+    assert_no_containers(c)
+    assert shard_containers(c, 2) == []
+
+
+def test_a_run_directory_the_node_does_not_see_is_one_line_exit_3(
+    tmp_path: Path, stub: Stub
+) -> None:
+    c = campaign_for(tmp_path, "shards unseen")
+    busy_campaign(c, stub, secs=[SECS], configs=2)
+    missing = tmp_path / "elsewhere" / "results" / "x" / "20261130T000000Z"
+    done = c.llem("run", c.file, "--resume", missing, "--shard", "0", env=task_env(0, "0"))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert f"run directory {missing} is not visible on node node-test" in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 2
+    no_traceback(done.stdout, done.stderr)
