@@ -3,12 +3,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv engine lint unit test demo bench chaos check-engines clean
+.PHONY: help venv engine slurm lint unit test demo bench chaos check-engines clean
 
 help:
 	@echo "make demo   - run the demo campaign end to end (starts a local Docker engine if needed)"
 	@echo "make unit   - the tests that need no Docker engine (tests/unit, under a minute)"
-	@echo "make test   - ruff, mypy + the whole test suite against a real Docker engine"
+	@echo "make test   - ruff, mypy + the whole test suite against a real Docker engine and Slurm"
+	@echo "make slurm  - a local one-node Slurm cluster with 4 stand-in GPUs (scripts/slurm.sh)"
 	@echo "make bench  - overhead benchmarks (prints ratios)"
 	@echo "make chaos  - fault-injection suite (CHAOS_ARGS=--quick for fewer repeats)"
 	@echo "make check-engines - the shipped engine commands' flags against the pinned engines' sources"
@@ -23,16 +24,20 @@ venv: $(STAMP)
 engine:
 	bash scripts/engine.sh --with-compose-v1
 
+# munged, slurmctld, slurmd on this host (root, Debian: apt installs them); tests/slurm needs it
+slurm:
+	bash scripts/slurm.sh
+
 lint: venv
 	$(VENV)/bin/ruff check llem_cli llem_testkit tests bench chaos
 	$(VENV)/bin/mypy
 
-# no Docker engine needed (tests/docker and tests/e2e hold what does: marker docker)
+# no Docker engine needed (tests/docker, tests/e2e and tests/slurm hold what does: marker docker)
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
 # chromium: tests/e2e/test_report_browser.py opens llem report's HTML in it (scripts/chromium.sh)
-test: venv engine lint
+test: venv engine slurm lint
 	bash scripts/chromium.sh
 	$(VENV)/bin/pytest -q
 

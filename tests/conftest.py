@@ -1,4 +1,5 @@
-"""Shared test setup: the ``docker`` marker rule, the folder layout rule and the shared fixtures.
+"""Shared test setup: the ``docker`` and ``slurm`` marker rules, the folder layout rule and the
+shared fixtures.
 
 The helpers live in the harness package :mod:`llem_testkit` (installed with ``pip install -e``,
 so imported by name: no ``sys.path`` edit, no ``from conftest import``); only the pytest
@@ -6,11 +7,14 @@ fixtures built on them are defined here.
 
 Tests marked ``docker`` skip only when no engine is reachable and ``LLEM_REQUIRE_DOCKER`` is unset;
 with it set (``.ci/run`` sets it) a missing engine fails them (``llem_testkit.engine``).
-``scripts/engine.sh`` starts an engine and builds the test image.
+``scripts/engine.sh`` starts an engine and builds the test image. Tests marked ``slurm`` follow
+the same rule with a usable Slurm and ``LLEM_REQUIRE_SLURM`` (``llem_testkit.slurm``);
+``scripts/slurm.sh`` starts a one-node cluster.
 
-Layout: ``tests/unit`` needs no Docker engine (``make unit``); ``tests/docker`` and ``tests/e2e``
-hold the tests that do, each marked ``docker`` (module-level ``pytestmark``). A test in the wrong
-folder for its marker fails, saying so (:func:`folder_problem`).
+Layout: ``tests/unit`` needs no Docker engine (``make unit``); ``tests/docker``, ``tests/e2e`` and
+``tests/slurm`` hold the tests that do, each marked ``docker`` (module-level ``pytestmark``);
+``tests/slurm``'s are also marked ``slurm`` (they need a Slurm, and llem under it an engine). A
+test in the wrong folder for its markers fails, saying so (:func:`folder_problem`).
 """
 
 from __future__ import annotations
@@ -30,22 +34,34 @@ from llem_testkit.nvml_stub import (
     new_stub,
 )
 from llem_testkit.runspec import RunSpec, cleanup_spec, new_spec
+from llem_testkit.slurm import require_slurm
 
 TESTS = Path(__file__).resolve().parent
 #: folders whose every test needs a Docker engine (marker ``docker``)
-ENGINE_FOLDERS = ("docker", "e2e")
+ENGINE_FOLDERS = ("docker", "e2e", "slurm")
+#: the folder whose every test needs a Slurm (marker ``slurm``, and ``docker``: llem runs there)
+SLURM_FOLDER = "slurm"
 #: the folder of tests that must pass with no engine reachable
 UNIT_FOLDER = "unit"
 
 
-def folder_problem(path: Path, marked: bool) -> str | None:
-    """Why a test (file ``path``, marked ``docker`` or not) is in the wrong folder, if it is."""
+def folder_problem(path: Path, marked: bool, slurm_marked: bool = False) -> str | None:
+    """Why a test (file ``path``, marked ``docker`` or not, ``slurm`` or not) is in the wrong
+    folder, if it is."""
     try:
         folder = path.resolve().relative_to(TESTS).parts[0]
     except ValueError:  # a test outside tests/, given on the command line
         return None
     if folder == UNIT_FOLDER and marked:
         return "marked docker, but tests/unit needs no Docker engine: move it to tests/docker"
+    if folder == UNIT_FOLDER and slurm_marked:
+        return "marked slurm, but tests/unit needs no Slurm: move it to tests/slurm"
+    if folder == SLURM_FOLDER and not (marked and slurm_marked):
+        return (
+            "in tests/slurm but not marked docker and slurm: set "
+            "pytestmark = [pytest.mark.docker, pytest.mark.slurm], "
+            "or move it to the folder of what it needs"
+        )
     if folder in ENGINE_FOLDERS and not marked:
         return (
             f"in tests/{folder} but not marked docker: set pytestmark = pytest.mark.docker, "
@@ -56,13 +72,17 @@ def folder_problem(path: Path, marked: bool) -> str | None:
 
 @pytest.fixture(autouse=True)
 def _docker_marker(request: pytest.FixtureRequest) -> None:
-    """Apply the folder rule, then the ``docker`` marker rule of docs/design.md §5, to each test."""
+    """Apply the folder rule, then the ``docker`` marker rule of docs/design.md §5 and the
+    ``slurm`` one (``llem_testkit.slurm.require_slurm``), to each test."""
     marked = request.node.get_closest_marker("docker") is not None
-    problem = folder_problem(Path(request.node.path), marked)
+    slurm_marked = request.node.get_closest_marker("slurm") is not None
+    problem = folder_problem(Path(request.node.path), marked, slurm_marked)
     if problem is not None:
         pytest.fail(problem)
     if marked:
         require_engine()
+    if slurm_marked:
+        require_slurm()
 
 
 # ---- compose projects for the ContainerManager tests (tests/docker) -----------------------------

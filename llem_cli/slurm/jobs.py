@@ -87,7 +87,10 @@ def task_states(
     knows are left out; a missing or silent Slurm gives an empty dict."""
     runner = runner or SubprocessRunner()
     states: dict[int, str] = {}
-    squeue = _query(runner, ["squeue", "--jobs", job_id, "--array", "--noheader", "--format=%i|%T"])
+    squeue = _query(
+        runner,
+        ["squeue", "--jobs", job_id, "--array", "--states=all", "--noheader", "--format=%i|%T"],
+    )
     _parse_into(states, squeue, job_id, shards)
     if len(states) < shards:
         sacct = _query(
