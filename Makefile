@@ -66,7 +66,7 @@ bench: venv engine $(BENCH_TOOLS)
 # fault injection (docs/reliability.md): kill -9, docker kill (also of 4-lane runs), daemon stop,
 # full disk, fuzzing, secrets; one table row per scenario, non-zero exit on any failure.
 # CHAOS_ARGS=--quick for a smoke run
-chaos: venv engine
+chaos: venv engine slurm
 	$(PY) -m chaos.run_all $(CHAOS_ARGS)
 
 # the shipped engine commands' options, looked up in the pinned engines' own sources (no GPU, no

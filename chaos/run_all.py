@@ -44,6 +44,7 @@ SCENARIOS = [
     "lanes_kill9",
     "lanes_docker_kill",
     "settings_kill9",
+    "slurm_requeue",
     "fullfs",
     "daemon",
 ]

@@ -356,6 +356,7 @@ def requeue(job_task: str, *, timeout_s: float = 60.0) -> None:
     """
     _run(["scontrol", "requeue", job_task], timeout_s=COMMAND_TIMEOUT_S)
     deadline = time.monotonic() + timeout_s
+    settled = time.monotonic() + 10.0
     while True:
         state, reason = _pending_reason(job_task, COMMAND_TIMEOUT_S)
         # COMPLETING: the old run's processes are still being killed (the flag shows as the state)
@@ -364,10 +365,15 @@ def requeue(job_task: str, *, timeout_s: float = 60.0) -> None:
                 ["scontrol", "update", f"jobid={job_task}", "starttime=now"],
                 timeout_s=COMMAND_TIMEOUT_S,
             )
-        elif state in ("RUNNING", "CONFIGURING") or (state == "PENDING" and reason != "None"):
+        elif state in ("RUNNING", "CONFIGURING") or (
+            state == "PENDING" and reason in ("Resources", "Priority")
+        ):
             return
-        elif state in END_STATES:
+        elif state in END_STATES and time.monotonic() > settled:
+            # a task requeued after it ended reads as ended for a moment: only then it counts
             raise SlurmError(f"job {job_task} ended {state} after requeue")
+        # else PENDING with the reason of the old run (JobLaunchFailure after a killed batch
+        # process, None) until the controller sets BeginTime a moment later: keep polling
         if time.monotonic() >= deadline:
             raise TimeoutError(
                 f"job {job_task}: {state} ({reason}) {timeout_s:g}s after scontrol requeue"
