@@ -100,6 +100,12 @@ def render_sbatch(spec: SbatchSpec) -> str:
         "",
         'echo "llem: shard ${SLURM_ARRAY_TASK_ID} of job ${SLURM_ARRAY_JOB_ID:-?}'
         ' on $(hostname) (restart ${SLURM_RESTART_COUNT:-0}) at $(date -u +%FT%TZ)"',
+        "# secrets (HF_TOKEN=...) from a file only you can read, named at submission:",
+        "#   LLEM_ENV_FILE=$HOME/.config/llem/hf.env sbatch THIS_SCRIPT",
+        "# so that the token is in neither this script nor the job's stored environment",
+        'if [ -n "${LLEM_ENV_FILE:-}" ]; then',
+        '    set -a; . "$LLEM_ENV_FILE" || exit 3; set +a',
+        "fi",
         f"exec {quoted}",
         "",
     ]

@@ -5,7 +5,9 @@ tests/slurm and the shards' end-to-end runs in tests/e2e/test_shards_e2e.py."""
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -368,3 +370,51 @@ def test_an_unseen_run_directory_is_exit_3_naming_the_node(tmp_path: Path) -> No
     done = llem("run", file, "--resume", missing, "--shard", "0", env={"SLURMD_NODENAME": "gpu09"})
     assert done.exit_code == 3, done.output
     assert f"run directory {missing} is not visible on node gpu09" in done.output
+
+
+def test_the_script_runs_its_shard_with_secrets_from_the_env_file(tmp_path: Path) -> None:
+    # the script itself, run by bash: llem replaced by a Python that prints what it got
+    show = "import os, sys; print(os.environ.get('HF_TOKEN')); print(sys.argv[1:])"
+    script = tmp_path / "llem.sbatch"
+    script.write_text(render_sbatch(spec(llem_argv=(sys.executable, "-c", show))))
+    secrets = tmp_path / "hf.env"
+    secrets.write_text("HF_TOKEN=hf_from_the_file\n")
+    env = {"PATH": os.environ["PATH"], "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_JOB_ID": "9"}
+    done = subprocess.run(
+        ["bash", str(script)],
+        env={**env, "LLEM_ENV_FILE": str(secrets)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("llem: shard 1 of job 9 on ")
+    assert lines[1] == "hf_from_the_file"
+    assert lines[2] == str(
+        [
+            "run",
+            "/shared/camp aign.yaml",
+            "--resume",
+            "/shared/results/demo/20261130T100000Z",
+            "--shard",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert "hf_from_the_file" not in script.read_text()
+    # without the file: no token; a file that cannot be read stops the task (exit 3)
+    plain = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert plain.returncode == 0 and plain.stdout.splitlines()[1] == "None"
+    missing = subprocess.run(
+        ["bash", str(script)],
+        env={**env, "LLEM_ENV_FILE": str(tmp_path / "nope.env")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert missing.returncode == 3
