@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from llem_cli.commands.status import pid_alive, summarize
+from llem_cli.commands.status import summarize
 from llem_cli.output import Output
 from llem_cli.runs.layout import RunDir, planned_keys
 from llem_cli.runs.shards import ShardMap, read_shard_map, shard_runs
@@ -96,8 +96,6 @@ def summarize_sharded(run: RunDir) -> dict[str, Any]:
             else:
                 alive = False
             info = summarize(shard, planned=keys, alive=alive)
-            if alive is None:
-                info["process_alive"] = pid_alive(info.get("pid"))
         info.update(
             shard=k,
             project=cut.project_of(k),

@@ -127,8 +127,18 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
             raise
         raise disk_problem(exc, results) from None
     lock = RunLock(campaign.project_name, run.own)
+    # a shard also locks in the run directory, which every node sees: the same shard started
+    # on two nodes (a resubmission while the first job still runs) would run its experiments
+    # twice; the host lock above only keeps out a second run on this node
+    shard_lock = RunLock(campaign.project_name, run.own, directory=run.own) if shard else None
     try:
         lock.acquire()
+        if shard_lock is not None:
+            try:
+                shard_lock.acquire()
+            except BaseException:
+                lock.release()
+                raise
     except BaseException:
         if not resumed and shard is None:  # a refused run leaves nothing: not its directory
             shutil.rmtree(run.root, ignore_errors=True)
@@ -145,6 +155,8 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
             raise
         raise disk_problem(exc, run.root) from None
     finally:
+        if shard_lock is not None:
+            shard_lock.release()
         lock.release()
 
 

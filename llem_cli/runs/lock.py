@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import re
+import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,8 @@ class Holder:
     pid: int | None
     run_dir: str | None
     started_at: str | None
+    #: the holder's host: a lock in a shared run directory (a shard's) may be held on another node
+    host: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> Holder | None:
@@ -95,6 +98,7 @@ class Holder:
             pid=pid if isinstance(pid, int) else None,
             run_dir=data.get("run_dir"),
             started_at=data.get("started_at"),
+            host=data.get("host") if isinstance(data.get("host"), str) else None,
         )
 
 
@@ -142,6 +146,7 @@ class RunLock:
             "run_dir": self.run_dir,
             "started_at": utc_now_iso(),
             "project": self.project,
+            "host": socket.gethostname(),
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
@@ -152,7 +157,8 @@ class RunLock:
         holder = read_holder(self.project, self.path.parent)
         if holder is None or holder.pid is None:
             return "another process (holder not yet recorded)"
-        return f"pid {holder.pid}, run directory {holder.run_dir}"
+        where = f" on {holder.host}" if holder.host and holder.host != socket.gethostname() else ""
+        return f"pid {holder.pid}{where}, run directory {holder.run_dir}"
 
     def _held_error(self) -> LockHeld:
         return LockHeld(

@@ -20,8 +20,11 @@ from llem_testkit.e2e import (
     E2ECampaign,
     assert_no_containers,
     campaign_for,
+    events,
+    kill9,
     no_traceback,
     shard_containers,
+    wait_for,
 )
 from llem_testkit.four_gpus import BUSY_W, IDLE_W, busy_campaign, overlaps, uuid_of
 from llem_testkit.nvml_stub import Stub
@@ -148,3 +151,54 @@ def test_a_run_directory_the_node_does_not_see_is_one_line_exit_3(
     assert f"run directory {missing} is not visible on node node-test" in done.stderr
     assert len(done.stderr.strip().splitlines()) <= 2
     no_traceback(done.stdout, done.stderr)
+
+
+def test_a_killed_task_leaves_containers_down_removes_and_a_second_node_is_refused(
+    tmp_path: Path, stub: Stub
+) -> None:
+    c = campaign_for(tmp_path, "shards killed")
+    busy_campaign(c, stub, secs=[2.0], configs=4)
+    run = None
+    try:
+        run = make_sharded(c)
+        journal = run / "shards" / "s0" / "journal.jsonl"
+        first = start_shard(c, run, 0, "0")
+        wait_for(
+            lambda: journal.exists() and b'"experiment_started"' in journal.read_bytes(),
+            120,
+            "shard 0's first experiment",
+        )
+        # the same shard started on another node (its own host lock directory): the run
+        # directory's shard lock refuses it before it touches anything
+        other_node = {**c.env, **task_env(0, "2"), "LLEM_LOCK_DIR": str(tmp_path / "node2")}
+        second = subprocess.run(
+            [*LLEM, "run", str(c.file), "--resume", str(run), "--shard", "0", "--no-progress"],
+            env=other_node,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 75, second.stdout + second.stderr
+        assert f"compose project '{c.project}-s0'" in second.stderr
+        no_traceback(second.stdout, second.stderr)
+        kill9(first)
+        assert shard_containers(c, 2) != []  # a crash leaves its containers up
+        down = c.llem("down", run, timeout=180)
+        assert down.returncode == 0, down.stderr
+        assert "of 2 shard(s)" in down.stdout
+        assert shard_containers(c, 2) == []
+        again = start_shard(c, run, 0, "0")
+        out, err = again.communicate(timeout=240)
+        assert again.returncode == 0, out + err
+        oks = [
+            e["record"]["key"]
+            for e in events(run / "shards" / "s0")  # a torn line from the kill is skipped
+            if e["type"] == "experiment_finished" and e["record"]["status"] == "ok"
+        ]
+        assert len(oks) == len(set(oks)) == 2  # shard 0's two experiments, each once
+    finally:
+        if run is not None:
+            c.llem("down", run, timeout=180)
+        c.cleanup()
+    assert shard_containers(c, 2) == []
