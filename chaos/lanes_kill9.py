@@ -27,7 +27,6 @@ import random
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,8 @@ from chaos.common import (
     scratch,
     tally,
 )
-from llem_testkit.nvml_stub import build_stub
+from llem_testkit.four_gpus import busy_campaign, overlaps
+from llem_testkit.nvml_stub import Stub, build_stub, new_stub
 
 NAME = "kill -9 llem, 4 lanes + --resume"
 LANES = 4
@@ -53,66 +53,34 @@ SECS = [1, 2]  # seconds per experiment (a grid axis)
 CONFIGS_PER_SECS = 4  # 8 experiments: 2 per lane
 
 
-@dataclass(frozen=True)
-class FourGpus:
-    """The stand-in NVML built once per scenario, and its state file (four GPUs)."""
-
-    lib_dir: Path
-    state_file: Path
-
-
-def four_gpus(base: Path) -> FourGpus:
-    """Build the stand-in NVML under ``base`` and write four GPUs (50 W idle, 1 kW busy)."""
-    lib = build_stub(base / "nvml")
-    state_dir = base / "nvml-state"
-    state_dir.mkdir(exist_ok=True)
-    state_file = state_dir / "state"
-    state: dict[str, Any] = {"count": LANES, "t0": time.time(), "busy_dir": base / "busy"}
-    (base / "busy").mkdir(exist_ok=True)
-    for i in range(LANES):
-        state[f"gpu{i}.energy_mj"] = 0
-        state[f"gpu{i}.energy_rate_mw"] = 50_000
-        state[f"gpu{i}.power_mw"] = 50_000
-        state[f"gpu{i}.busy_power_mw"] = 1_000_000
-        state[f"gpu{i}.temp_c"] = 40
-    tmp = state_file.with_suffix(".tmp")
-    tmp.write_text("".join(f"{k}={v}\n" for k, v in state.items()))
-    tmp.replace(state_file)
-    return FourGpus(lib, state_file)
+def four_gpus(base: Path) -> Stub:
+    """Build the stand-in NVML under ``base``; each campaign writes the four GPUs' state
+    (llem_testkit/four_gpus: 50 W idle, 1 to 4 kW busy) with its own busy folder."""
+    (base / "nvml-state").mkdir(exist_ok=True)
+    return new_stub(build_stub(base / "nvml"), base / "nvml-state")
 
 
 def lanes_campaign(
     base: Path,
     label: str,
-    gpus: FourGpus,
+    gpus: Stub,
     *,
     secs: Sequence[float],
     configs: int,
     execution: dict[str, Any] | None = None,
     health: dict[str, Any] | None = None,
 ) -> E2ECampaign:
-    """A 4-lane campaign of ``llem-fake-busy {secs}`` on the four stand-in GPUs.
-
-    The experiments mark their GPU busy in the campaign's own ``busy`` folder (for
-    :func:`overlaps`); the stand-in NVML's power comes from the shared state file.
-    """
+    """A 4-lane campaign of ``llem-fake-busy {secs}`` on the four stand-in GPUs; the
+    experiments mark their GPU busy in the campaign's own ``busy`` folder (for
+    :func:`overlaps`)."""
     c = new_campaign(base, label)
-    busy = c.root / "busy"
-    busy.mkdir()
-    c.env.update(LD_LIBRARY_PATH=str(gpus.lib_dir), FAKE_NVML_STATE=str(gpus.state_file))
-    service = {
-        "volumes": [f"{gpus.state_file.parent}:/llem/fake-nvml:ro", f"{busy}:/busy"],
-        "environment": {
-            "LLEM_FAKE_NVML_STATE": f"/llem/fake-nvml/{gpus.state_file.name}",
-            "LLEM_FAKE_BUSY_DIR": "/busy",
-        },
-    }
-    c.write(
-        {"bench": {"command": ["llem-fake-busy", "{secs}"]}},
-        services={"bench": service},
-        grid={"secs": list(secs), "n": list(range(configs))},
-        execution={"cycles": 1, "lanes": LANES, **(execution or {})},
-        health={"every": 1, **(health or {})},
+    busy_campaign(
+        c,
+        gpus,
+        secs=secs,
+        configs=configs,
+        execution={"lanes": LANES, **(execution or {})},
+        health=health,
     )
     return c
 
@@ -124,24 +92,6 @@ def lane_containers_left(c: E2ECampaign) -> list[str]:
     for lane in range(LANES):
         ids |= set(project_containers(f"{c.project}-l{lane}"))
     return sorted(ids)
-
-
-def overlaps(busy: Path) -> list[str]:
-    """Pairs of closed busy intervals on one GPU that overlap (two experiments at once)."""
-    found: list[str] = []
-    if not busy.is_dir():
-        return found
-    for path in sorted(busy.iterdir()):
-        spans = []
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                spans.append((float(parts[0]), float(parts[1])))
-        spans.sort()
-        for (s0, e0), (s1, e1) in zip(spans, spans[1:], strict=False):
-            if s1 < e0 - 0.01:
-                found.append(f"{path.name}: [{s0:.3f}, {e0:.3f}] and [{s1:.3f}, {e1:.3f}]")
-    return found
 
 
 def phase_of_kill(run_dir: Path | None, sessions_before: int, keys: list[str]) -> str:

@@ -32,7 +32,7 @@ from llem_cli.runs.shards import replay_run
 from llem_testkit.e2e import events, shard_containers
 from llem_testkit.four_gpus import busy_campaign, overlaps
 from llem_testkit.nvml_stub import build_stub, new_stub
-from llem_testkit.slurm import END_STATES, SlurmError, job_states, requeue, slurm_problem
+from llem_testkit.slurm import END_STATES, job_states, requeue, slurm_problem
 from llem_testkit.slurm import wait_for as wait_job
 
 NAME = "kill -9 a Slurm task's llem + scontrol requeue"
@@ -79,20 +79,6 @@ def phase_of(run: Path, shard: int, sessions_before: int) -> str:
 
 def ended(states: dict[str, str]) -> bool:
     return bool(states) and all(v in END_STATES for v in states.values())
-
-
-def requeue_until_running(task: str, attempts: int = 5) -> int:
-    """Wait for Slurm to see the killed task end, requeue it; a requeued task that Slurm fails
-    to launch (``JobLaunchFailure`` while the killed run's step is still being cleaned up on
-    the node) is requeued again. Returns how many extra requeues that took."""
-    for attempt in range(attempts):
-        wait_job(task, ended)
-        try:
-            requeue(task)
-            return attempt
-        except SlurmError as exc:
-            log(f"  {task}: {exc}; requeued again")
-    raise SlurmError(f"{task}: not running again after {attempts} requeues")
 
 
 def check(c: E2ECampaign, run: Path, keys: list[str], row: Row, kills: int) -> None:
@@ -194,7 +180,9 @@ def run(quick: bool = False, seed: int = 20261128) -> Row:
                 kills_here += 1
                 phase = phase_of(run_dir, shard, sessions)
                 phases[phase] += 1
-                relaunches += requeue_until_running(f"{job_id}_{shard}")
+                task = f"{job_id}_{shard}"
+                wait_job(task, ended)  # Slurm saw the task end
+                relaunches += requeue(task)
                 log(f"  {c.name}: kill {kills} of shard {shard} ({phase}), requeued")
             states = wait_job(job_id, timeout_s=600)
             if set(states.values()) != {"COMPLETED"}:

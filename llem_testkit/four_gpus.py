@@ -51,26 +51,30 @@ def busy_campaign(
     configs: int,
     cycles: int = 1,
     execution: dict[str, Any] | None = None,
+    service: dict[str, Any] | None = None,
+    health: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``c`` as a campaign of ``llem-fake-busy {secs}`` x ``configs`` on the four GPUs;
-    returns its ``busy`` folder (one file per GPU UUID of closed busy intervals)."""
+    """Write ``c`` as a campaign of ``llem-fake-busy {secs}`` x ``configs`` on the four GPUs
+    (``service``: more keys of the compose service); returns its ``busy`` folder (one file per
+    GPU UUID of closed busy intervals)."""
     busy = c.root / "busy"
     busy.mkdir(exist_ok=True)
     write_four_gpus(stub, busy)
     c.env.update(LD_LIBRARY_PATH=str(stub.lib_dir), FAKE_NVML_STATE=str(stub.state_file))
-    service = {
+    compose_service = {
         "volumes": [f"{stub.state_file.parent}:/llem/fake-nvml:ro", f"{busy}:/busy"],
         "environment": {
             "LLEM_FAKE_NVML_STATE": f"/llem/fake-nvml/{stub.state_file.name}",
             "LLEM_FAKE_BUSY_DIR": "/busy",
         },
+        **(service or {}),
     }
     c.write(
         {"bench": {"command": ["llem-fake-busy", "{secs}"]}},
-        services={"bench": service},
+        services={"bench": compose_service},
         grid={"secs": list(secs), "n": list(range(configs))},
         execution={"cycles": cycles, **(execution or {})},
-        health={"every": 1},
+        health={"every": 1, **(health or {})},
     )
     return busy
 
@@ -89,11 +93,12 @@ def busy_intervals(busy: Path) -> dict[str, list[tuple[float, float]]]:
 
 
 def overlaps(busy: Path) -> list[str]:
-    """Two experiments on one GPU at once, as ``UUID: a-b overlaps c-d`` (empty: none)."""
+    """Two experiments on one GPU at once, as ``UUID: a-b overlaps c-d`` (empty: none); the
+    stamps are two processes' reads of one clock, so 10 ms of overlap are let pass."""
     found = []
     for uuid, spans in sorted(busy_intervals(busy).items()):
         for (a, b), (c, d) in zip(spans, spans[1:], strict=False):
-            if c < b:
+            if c < b - 0.01:
                 found.append(f"{uuid}: {a:.2f}-{b:.2f} overlaps {c:.2f}-{d:.2f}")
     return found
 

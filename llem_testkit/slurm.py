@@ -339,28 +339,66 @@ def cancel(
     _run([*argv, job_id], timeout_s=timeout_s)
 
 
-def _pending_reason(job_task: str, timeout_s: float) -> tuple[str, str]:
-    """(JobState, Reason) of one job record as ``scontrol show job`` prints them."""
+def _pending_reason(job_task: str, timeout_s: float) -> tuple[str, str, int, str]:
+    """(JobState, Reason, Restarts, JobId) of one job record as ``scontrol show job`` prints
+    them (an array task's JobId is its own number, not the array's)."""
     out = _run(["scontrol", "--oneliner", "show", "job", job_task], timeout_s=timeout_s)
     fields = dict(re.findall(r"(\w+)=(\S*)", out.splitlines()[0] if out else ""))
-    return fields.get("JobState", ""), fields.get("Reason", "")
+    restarts = fields.get("Restarts", "0")
+    return (
+        fields.get("JobState", ""),
+        fields.get("Reason", ""),
+        int(restarts) if restarts.isdigit() else 0,
+        fields.get("JobId", ""),
+    )
 
 
-def requeue(job_task: str, *, timeout_s: float = 60.0) -> None:
-    """``scontrol requeue`` a running job or array task (``"12_1"``), made to start again now.
+def _stepd_alive(job_id: str) -> bool:
+    """Whether this node still runs a ``slurmstepd`` of the job (``slurmstepd: [164.batch]``).
+
+    The test cluster is this one node, so /proc shows every step daemon of it."""
+    mark = f"slurmstepd: [{job_id}.".encode()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if Path(entry.path, "cmdline").read_bytes().startswith(mark):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def requeue(job_task: str, *, timeout_s: float = 60.0, attempts: int = 5) -> int:
+    """``scontrol requeue`` a running or ended job or array task (``"12_1"``), made to start
+    again now; returns how many extra requeues that took.
 
     Slurm gives a requeued job a begin time ~120 s ahead, and resets it when the job's old
     processes are gone (SIGTERM, up to ``KillWait`` later SIGKILL): once the job is back to
-    PENDING, its begin time is moved to now (``scontrol update jobid=... starttime=now``).
-    Returns when the job is no longer held back by its begin time (it may already run again).
+    PENDING and the old run's ``slurmstepd`` has left this node, its begin time is moved to now
+    (``scontrol update jobid=... starttime=now``). slurmd may still refuse the launch ("Job N
+    already killed, do not launch batch job": it remembers recently killed job ids, the reason
+    for Slurm's 120 s): the task then ends FAILED at once and is requeued again, up to
+    ``attempts`` times. Returns when the task runs again (or waits for resources).
     """
+    for attempt in range(attempts):
+        if _requeue_once(job_task, timeout_s):
+            return attempt
+    raise SlurmError(f"job {job_task}: not running again after {attempts} requeues")
+
+
+def _requeue_once(job_task: str, timeout_s: float) -> bool:
+    """One requeue (see :func:`requeue`); False when the requeued task failed to launch."""
+    before = _pending_reason(job_task, COMMAND_TIMEOUT_S)[2]
     _run(["scontrol", "requeue", job_task], timeout_s=COMMAND_TIMEOUT_S)
     deadline = time.monotonic() + timeout_s
-    settled = time.monotonic() + 10.0
     while True:
-        state, reason = _pending_reason(job_task, COMMAND_TIMEOUT_S)
-        # COMPLETING: the old run's processes are still being killed (the flag shows as the state)
-        if state == "PENDING" and reason == "BeginTime":
+        state, reason, restarts, job_id = _pending_reason(job_task, COMMAND_TIMEOUT_S)
+        # until Restarts counts the requeue, what scontrol shows is the old run (still RUNNING,
+        # or ended); then COMPLETING while its processes are killed, PENDING with the old run's
+        # reason (JobLaunchFailure after a killed batch process, None), then BeginTime
+        if restarts <= before:
+            pass
+        elif state == "PENDING" and reason == "BeginTime" and not _stepd_alive(job_id):
             _run(
                 ["scontrol", "update", f"jobid={job_task}", "starttime=now"],
                 timeout_s=COMMAND_TIMEOUT_S,
@@ -368,12 +406,9 @@ def requeue(job_task: str, *, timeout_s: float = 60.0) -> None:
         elif state in ("RUNNING", "CONFIGURING") or (
             state == "PENDING" and reason in ("Resources", "Priority")
         ):
-            return
-        elif state in END_STATES and time.monotonic() > settled:
-            # a task requeued after it ended reads as ended for a moment: only then it counts
-            raise SlurmError(f"job {job_task} ended {state} after requeue")
-        # else PENDING with the reason of the old run (JobLaunchFailure after a killed batch
-        # process, None) until the controller sets BeginTime a moment later: keep polling
+            return True
+        elif state in END_STATES:
+            return False  # the launch was refused: requeue it again
         if time.monotonic() >= deadline:
             raise TimeoutError(
                 f"job {job_task}: {state} ({reason}) {timeout_s:g}s after scontrol requeue"

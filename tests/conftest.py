@@ -34,7 +34,7 @@ from llem_testkit.nvml_stub import (
     new_stub,
 )
 from llem_testkit.runspec import RunSpec, cleanup_spec, new_spec
-from llem_testkit.slurm import require_slurm
+from llem_testkit.slurm import END_STATES, cancel, job_states, require_slurm
 
 TESTS = Path(__file__).resolve().parent
 #: folders whose every test needs a Docker engine (marker ``docker``)
@@ -167,3 +167,16 @@ def stub(nvml_stub_dir: Path, tmp_path: Path) -> Stub:
 def no_nvml_dir(tmp_path: Path) -> Path:
     """A library directory through which pynvml finds no libnvidia-ml (no driver)."""
     return make_no_nvml_dir(tmp_path)
+
+
+@pytest.fixture
+def jobs() -> Iterator[list[str]]:
+    """Slurm job ids a test submitted (it appends them); any still queued or running is
+    cancelled afterwards, so a failed test leaves no job holding the node's GPUs."""
+    submitted: list[str] = []
+    try:
+        yield submitted
+    finally:
+        for job_id in submitted:
+            if any(s not in END_STATES for s in job_states(job_id).values()):
+                cancel(job_id)

@@ -11,7 +11,6 @@ work leaked into it.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,32 +28,12 @@ from llem_testkit.e2e import (
     wait_exit,
     wait_for,
 )
+from llem_testkit.four_gpus import BUSY_W, IDLE_W, busy_campaign, busy_intervals, uuid_of
 from llem_testkit.nvml_stub import Stub
 
 pytestmark = pytest.mark.docker
 
-IDLE_W = 50.0
-BUSY_W = {0: 1000.0, 1: 2000.0, 2: 3000.0, 3: 4000.0}  # each GPU its own: the energy says which
 SECS = 1.0
-
-
-def uuid_of(i: int) -> str:
-    return f"GPU-00000000-0000-0000-0000-{i:012d}"
-
-
-def four_gpus(stub: Stub, busy: Path) -> None:
-    state: dict[str, Any] = {"count": 4, "t0": time.time(), "busy_dir": busy}
-    for i in range(4):
-        state[f"gpu{i}.energy_mj"] = 0
-        state[f"gpu{i}.energy_rate_mw"] = int(IDLE_W * 1000)
-        state[f"gpu{i}.power_mw"] = int(IDLE_W * 1000)
-        state[f"gpu{i}.busy_power_mw"] = int(BUSY_W[i] * 1000)
-        state[f"gpu{i}.temp_c"] = 40
-        # the stand-in caps power at the limit in force (700 W by default): lift it above the
-        # busy powers, which tell the GPUs apart
-        state[f"gpu{i}.power_limit_max_mw"] = 10_000_000
-        state[f"gpu{i}.power_limit_mw"] = 10_000_000
-    stub.write_state(state)
 
 
 def lanes_campaign(
@@ -69,37 +48,16 @@ def lanes_campaign(
     service: dict[str, Any] | None = None,
 ) -> E2ECampaign:
     c = campaign_for(tmp_path, name)
-    busy = tmp_path / "busy"
-    busy.mkdir(exist_ok=True)
-    four_gpus(stub, busy)
-    c.env.update(LD_LIBRARY_PATH=str(stub.lib_dir), FAKE_NVML_STATE=str(stub.state_file))
-    svc = {
-        "volumes": [f"{stub.state_file.parent}:/llem/fake-nvml:ro", f"{busy}:/busy"],
-        "environment": {
-            "LLEM_FAKE_NVML_STATE": f"/llem/fake-nvml/{stub.state_file.name}",
-            "LLEM_FAKE_BUSY_DIR": "/busy",
-        },
-        **(service or {}),
-    }
-    c.write(
-        {"bench": {"command": ["llem-fake-busy", "{secs}"]}},
-        services={"bench": svc},
-        grid={"secs": [secs], "n": list(range(configs))},
-        execution={"cycles": cycles, "lanes": lanes},
-        health={"every": 1},
+    busy_campaign(
+        c,
+        stub,
+        secs=[secs],
+        configs=configs,
+        cycles=cycles,
+        execution={"lanes": lanes},
+        service=service,
     )
     return c
-
-
-def intervals(busy: Path) -> dict[str, list[tuple[float, float]]]:
-    """Closed busy intervals per GPU UUID, as ``llem-fake-busy`` wrote them."""
-    out: dict[str, list[tuple[float, float]]] = {}
-    for path in busy.iterdir():
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                out.setdefault(path.name, []).append((float(parts[0]), float(parts[1])))
-    return out
 
 
 def test_four_lanes_measure_each_experiment_on_its_own_gpu(tmp_path: Path, stub: Stub) -> None:
@@ -123,7 +81,7 @@ def test_four_lanes_measure_each_experiment_on_its_own_gpu(tmp_path: Path, stub:
             assert 1 <= neighbours["lanes_busy"] <= 4
             assert neighbours["other_gpus"] == 3
         # no two experiments ever shared a GPU, and they did run at once
-        spans = intervals(tmp_path / "busy")
+        spans = busy_intervals(c.root / "busy")
         assert sorted(spans) == [uuid_of(i) for i in range(4)]
         for uuid, found in spans.items():
             found.sort()

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from llem_testkit.slurm import (
-    END_STATES,
     cancel,
     job_states,
     requeue,
@@ -34,19 +33,6 @@ RECORD = (
     'printf "%s|%s|%s|%s|%s\\n" "${SLURM_ARRAY_TASK_ID--}" "${SLURM_JOB_GPUS--}" '
     '"${SLURM_STEP_GPUS--}" "${CUDA_VISIBLE_DEVICES--}" "${SLURM_RESTART_COUNT--}"'
 )
-
-
-@pytest.fixture
-def jobs() -> Iterator[list[str]]:
-    """Ids of the jobs a test submits; any still queued or running is cancelled afterwards."""
-    submitted: list[str] = []
-    try:
-        yield submitted
-    finally:
-        for job_id in submitted:
-            states = job_states(job_id)
-            if any(state not in END_STATES for state in states.values()):
-                cancel(job_id)
 
 
 @pytest.fixture
@@ -179,7 +165,8 @@ def test_requeue_runs_the_task_again(tmp_path: Path, batch: Callable[..., str]):
     requeue(f"{job_id}_1")
     records = wait_file(tmp_path / "task.1", 2, timeout_s=30)
     took = time.monotonic() - started
-    assert records[1][0] == "1" and records[1][4] == "1", records
+    # restart 1, or more where slurmd refused a launch and requeue() requeued it again
+    assert records[1][0] == "1" and int(records[1][4]) >= 1, records
     assert records[1][1] in {"0", "1", "2", "3"}
     assert took < 15, f"the requeued task took {took:.1f}s to run again"
     # the other task went on untouched

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,10 @@ from llem_testkit.e2e import (
 )
 from llem_testkit.four_gpus import BUSY_W, IDLE_W, busy_campaign, overlaps, uuid_of
 from llem_testkit.nvml_stub import Stub
-from llem_testkit.slurm import END_STATES, cancel, job_states, submit
+from llem_testkit.slurm import cancel, submit
 from llem_testkit.slurm import wait_for as wait_job
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm]
-
-
-@pytest.fixture
-def jobs() -> Iterator[list[str]]:
-    """Job ids a test submitted; any still queued or running is cancelled afterwards."""
-    submitted: list[str] = []
-    try:
-        yield submitted
-    finally:
-        for job_id in submitted:
-            if any(s not in END_STATES for s in job_states(job_id).values()):
-                cancel(job_id)
 
 
 def submit_sharded(c: E2ECampaign, shards: int, jobs: list[str]) -> tuple[Path, str]:
