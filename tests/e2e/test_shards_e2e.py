@@ -202,3 +202,54 @@ def test_a_killed_task_leaves_containers_down_removes_and_a_second_node_is_refus
             c.llem("down", run, timeout=180)
         c.cleanup()
     assert shard_containers(c, 2) == []
+
+
+def test_a_task_with_two_gpus_runs_lanes_over_them_and_docker_never_sees_cuda_numbers(
+    tmp_path: Path, stub: Stub
+) -> None:
+    c = campaign_for(tmp_path, "shards lanes")
+    # the compose file passes CUDA_VISIBLE_DEVICES through, as many do: in a Slurm job it
+    # numbers the job's GPUs from 0, which would point a container at the wrong GPU
+    busy_campaign(
+        c,
+        stub,
+        secs=[1.0],
+        configs=4,
+        execution={"lanes": "auto"},
+        service={
+            "environment": {
+                "LLEM_FAKE_NVML_STATE": f"/llem/fake-nvml/{stub.state_file.name}",
+                "LLEM_FAKE_BUSY_DIR": "/busy",
+                "CUDA_VISIBLE_DEVICES": "${CUDA_VISIBLE_DEVICES:-unset}",
+            }
+        },
+    )
+    text = c.file.read_text().replace(
+        "- llem-fake-busy\n",
+        '- sh\n    - -c\n    - \'echo "{\\"cvd\\": \\"$CUDA_VISIBLE_DEVICES\\"}" > '
+        '$LLEM_EXPERIMENT_DIR/result.json; exec llem-fake-busy "$0"\'\n',
+    )
+    c.file.write_text(text)
+    run = None
+    try:
+        done = c.llem("slurm", c.file, "--shards", "1", "--gpus-per-shard", "2")
+        assert done.returncode == 0, done.stderr
+        run = Path(done.stdout.strip()).parent.parent
+        task = start_shard(c, run, 0, "1,3")  # CUDA_VISIBLE_DEVICES=0,1 in the job
+        out, err = task.communicate(timeout=240)
+        assert task.returncode == 0, out + err
+        recs = merged_records(c, run)
+        assert len(recs) == 4
+        assert {tuple(r["gpu_uuids"]) for r in recs} == {(uuid_of(1),), (uuid_of(3),)}
+        assert {r["lane"] for r in recs} == {0, 1}
+        assert {r["metrics"]["cvd"] for r in recs} == {"unset"}
+        lanes = [e for e in events(run / "shards" / "s0") if e["type"] == "lanes"]
+        assert [x["project"] for x in lanes[0]["lanes"]] == [
+            f"{c.project}-s0-l0",
+            f"{c.project}-s0-l1",
+        ]
+    finally:
+        if run is not None:
+            c.llem("down", run, timeout=180)
+        c.cleanup()
+    assert shard_containers(c, 1) == []
