@@ -96,6 +96,10 @@ def summarize_sharded(run: RunDir) -> dict[str, Any]:
             else:
                 alive = False
             info = summarize(shard, planned=keys, alive=alive)
+            if info["state"] == "crashed":  # a shard is continued by its job array's script
+                info["state_detail"] = (
+                    "crashed (its process is gone; sbatch slurm/llem.sbatch continues it)"
+                )
         info.update(
             shard=k,
             project=cut.project_of(k),

@@ -8,6 +8,7 @@ runs under a real Slurm are in tests/slurm.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -34,15 +35,16 @@ pytestmark = pytest.mark.docker
 SECS = 1.0
 
 
-def task_env(shard: int, gpus: str, job: str = "4242") -> dict[str, str]:
-    """What slurmd sets for array task ``shard`` of job ``job`` given node GPUs ``gpus``."""
+def task_env(shard: int, gpus: str, job: str = "4242", node: str | None = None) -> dict[str, str]:
+    """What slurmd sets for array task ``shard`` of job ``job`` given node GPUs ``gpus``, on
+    this node unless ``node`` names another."""
     return {
         "SLURM_JOB_ID": str(int(job) + shard + 1),
         "SLURM_ARRAY_JOB_ID": job,
         "SLURM_ARRAY_TASK_ID": str(shard),
         "SLURM_JOB_GPUS": gpus,
         "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(gpus.split(",")))),
-        "SLURMD_NODENAME": "node-test",
+        "SLURMD_NODENAME": node or socket.gethostname(),
     }
 
 
@@ -146,7 +148,9 @@ def test_a_run_directory_the_node_does_not_see_is_one_line_exit_3(
     c = campaign_for(tmp_path, "shards unseen")
     busy_campaign(c, stub, secs=[SECS], configs=2)
     missing = tmp_path / "elsewhere" / "results" / "x" / "20261130T000000Z"
-    done = c.llem("run", c.file, "--resume", missing, "--shard", "0", env=task_env(0, "0"))
+    done = c.llem(
+        "run", c.file, "--resume", missing, "--shard", "0", env=task_env(0, "0", node="node-test")
+    )
     assert done.returncode == 3, done.stdout + done.stderr
     assert f"run directory {missing} is not visible on node node-test" in done.stderr
     assert len(done.stderr.strip().splitlines()) <= 2
@@ -182,8 +186,21 @@ def test_a_killed_task_leaves_containers_down_removes_and_a_second_node_is_refus
         assert second.returncode == 75, second.stdout + second.stderr
         assert f"compose project '{c.project}-s0'" in second.stderr
         no_traceback(second.stdout, second.stderr)
+        running = json.loads(c.llem("status", run, "--json").stdout)
+        assert running["state"] == "running"
+        assert [x["state"] for x in running["shards"]] == ["running", "not_started"]
         kill9(first)
         assert shard_containers(c, 2) != []  # a crash leaves its containers up
+        crashed = c.llem("status", run)
+        assert crashed.returncode == 0, crashed.stderr
+        lines = crashed.stdout.splitlines()
+        # (the job id the task journaled: the Slurm of this test knows no such job)
+        assert lines[0] == f"run {run.name}: crashed (2 shards, Slurm job 4242)", lines
+        assert any(
+            line.strip().startswith("shard 0:") and "was running" in line and "sbatch" in line
+            for line in lines
+        )
+        assert any(line.strip().startswith("shard 1:") and "not started" in line for line in lines)
         down = c.llem("down", run, timeout=180)
         assert down.returncode == 0, down.stderr
         assert "of 2 shard(s)" in down.stdout
