@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from llem_cli.campaign.load import LoadedCampaign, load_campaign
-from llem_cli.docker.outcome import ExecOutcome
 from llem_cli.docker.probe import GpuStatus, ProbeResult
 from llem_cli.errors import EnvironmentProblem, RunAborted
 from llem_cli.runner.lane_run import LaneSetup, LanesOutcome, run_lanes
@@ -31,7 +30,7 @@ from llem_cli.runner.measuring import NoMeasuring
 from llem_cli.runner.schedule import Experiment, order_experiments
 from llem_cli.runs.record import Record
 from llem_cli.runs.state import RunState
-from llem_cli.timestamps import utc_now
+from llem_testkit.fake_containers import FakeContainers
 
 HOST = [HostGpu(i, f"GPU-{i:04d}") for i in range(4)]
 
@@ -47,11 +46,11 @@ class Board:
     most_at_once: int = 0
 
 
-@dataclass
-class LaneContainers:
+@dataclass(kw_only=True)
+class LaneContainers(FakeContainers):
     """One lane's container layer: runs an exec for ``exec_s`` seconds and reports ``ok``,
     unless the lane's script says otherwise (``dies``: every exec's container died;
-    ``lost``: the probe reports the GPU lost)."""
+    ``lost``: the probe reports the GPU lost; ``wrong_pin``: it sees every host GPU)."""
 
     lane: Lane
     board: Board
@@ -59,7 +58,6 @@ class LaneContainers:
     dies: bool = False
     lost: bool = False
     wrong_pin: bool = False
-    calls: list[tuple[str, ...]] = field(default_factory=list)
 
     def __enter__(self) -> LaneContainers:
         return self
@@ -67,21 +65,11 @@ class LaneContainers:
     def __exit__(self, *exc: object) -> None:
         self.calls.append(("teardown",))
 
-    def start(self, service: str) -> None:
-        self.calls.append(("start", service))
+    def next_status(self, key: str) -> str:
+        return "container_died" if self.dies else "ok"
 
-    def exec(
-        self,
-        service: str,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        timeout_s: float,
-        stdout_path: Path | None = None,
-        stderr_path: Path | None = None,
-    ) -> ExecOutcome:
-        assert env is not None
-        key = env["LLEM_EXPERIMENT_KEY"]
+    def work(self, service: str, argv: Sequence[str], env: Mapping[str, str], key: str) -> None:
+        """Hold the experiment's GPUs on the board for ``exec_s`` (overlaps noted)."""
         uuids = env["LLEM_GPU_UUIDS"].split(",")
         with self.board.lock:
             entry = (self.lane.number, key, env["LLEM_LANE"], env["LLEM_GPU_UUIDS"])
@@ -95,17 +83,6 @@ class LaneContainers:
         with self.board.lock:
             for uuid in uuids:
                 self.board.busy.pop(uuid, None)
-        now = utc_now()
-        status = "container_died" if self.dies else "ok"
-        return ExecOutcome(
-            status,  # type: ignore[arg-type]
-            exit_code=1 if self.dies else 0,
-            started_at=now,
-            ended_at=now,
-            duration_s=self.exec_s,
-            detail="scripted" if self.dies else "",
-            container_running=False if self.dies else None,
-        )
 
     def probe(
         self, service: str, argv: Sequence[str] | None = None, *, timeout_s: float | None = None
@@ -116,12 +93,6 @@ class LaneContainers:
         gpus = HOST if self.wrong_pin else self.lane.gpus
         rows = tuple(GpuStatus(i, g.uuid, 100.0, 1000.0) for i, g in enumerate(gpus))
         return ProbeResult("ok", gpus=rows)
-
-    def restart(self, service: str) -> None:
-        self.calls.append(("restart", service))
-
-    def stop(self, service: str) -> None:
-        self.calls.append(("stop", service))
 
 
 @dataclass
@@ -181,7 +152,7 @@ def run(
     layers: dict[int, LaneContainers] = {}
 
     def containers_for(lane: Lane, _runner: Any) -> contextlib.AbstractContextManager[Any]:
-        layer = LaneContainers(lane, board, **dict((script or {}).get(lane.number, {})))
+        layer = LaneContainers(lane=lane, board=board, **dict((script or {}).get(lane.number, {})))
         layers[lane.number] = layer
         return layer
 
@@ -310,4 +281,3 @@ def test_a_resume_runs_only_what_is_pending_across_lanes(tmp_path: Path) -> None
     r = run(tmp_path, CAMPAIGN, done=done)
     ran = sorted(key for _, key, _, _ in r.board.execs)
     assert ran == sorted(k for k in all_keys if k not in done)
-

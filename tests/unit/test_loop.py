@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from llem_cli.campaign.load import LoadedCampaign, load_campaign
-from llem_cli.docker.outcome import ExecOutcome
 from llem_cli.docker.probe import GpuStatus, ProbeResult
 from llem_cli.errors import RunAborted
 from llem_cli.runner.dry_run import UnwrittenJournal
@@ -26,53 +25,22 @@ from llem_cli.runner.loop import CampaignLoop, LoopContext
 from llem_cli.runner.schedule import Experiment, order_experiments
 from llem_cli.runs.state import RunState
 from llem_cli.telemetry import Measurement
-from llem_cli.timestamps import utc_now
+from llem_testkit.fake_containers import FakeContainers
 
 COMPOSE = "services:\n  a:\n    image: x\n  b:\n    image: x\n"
 
 
-@dataclass
-class ScriptedContainers:
+@dataclass(kw_only=True)
+class ScriptedContainers(FakeContainers):
     """The container protocol from a script; ``calls`` is the ordered log shared with
-    :class:`ScriptedMeasuring` and the journal."""
+    :class:`ScriptedMeasuring` and the journal. ``probes``: statuses, consumed in order (then
+    ``ok``), each ``ok`` probe at ``memory_pct``."""
 
-    calls: list[tuple[str, ...]]
-    outcomes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # key -> per attempt
-    probes: list[str] = field(default_factory=list)  # statuses, consumed in order; then "ok"
+    probes: list[str] = field(default_factory=list)
     memory_pct: float = 10.0
-    attempts: dict[str, int] = field(default_factory=dict)
 
-    def start(self, service: str) -> None:
-        self.calls.append(("start", service))
-
-    def exec(
-        self,
-        service: str,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        timeout_s: float,
-        stdout_path: Path | None = None,
-        stderr_path: Path | None = None,
-    ) -> ExecOutcome:
-        assert env is not None
-        key = env["LLEM_EXPERIMENT_KEY"]
-        attempt = self.attempts.get(key, 0)
-        self.attempts[key] = attempt + 1
-        script = self.outcomes.get(key, ["ok"])
-        status = script[min(attempt, len(script) - 1)]
-        self.calls.append(("exec", service, key))
-        code = {"ok": 0, "timeout": None, "not_runnable": 127, "oom_killed": 137}.get(status, 1)
-        now = utc_now()
-        return ExecOutcome(
-            status,  # type: ignore[arg-type]
-            exit_code=code,
-            started_at=now,
-            ended_at=now,
-            duration_s=0.5,
-            detail="" if status == "ok" else f"scripted {status}",
-            container_running=False if status == "container_died" else None,
-        )
+    def detail(self, status: str) -> str:
+        return f"scripted {status}"
 
     def probe(
         self, service: str, argv: Sequence[str] | None = None, *, timeout_s: float | None = None
@@ -83,12 +51,6 @@ class ScriptedContainers:
             return ProbeResult(status)  # type: ignore[arg-type]
         gpu = GpuStatus(0, "GPU-0", self.memory_pct * 10, 1000.0)
         return ProbeResult("ok", gpus=(gpu,))
-
-    def restart(self, service: str) -> None:
-        self.calls.append(("restart", service))
-
-    def stop(self, service: str) -> None:
-        self.calls.append(("stop", service))
 
 
 @dataclass
@@ -158,7 +120,9 @@ def make_loop(
     calls: list[tuple[str, ...]] = []
     events: list[dict[str, Any]] = []
     sleeps: list[float] = []
-    containers = ScriptedContainers(calls, outcomes or {}, probes or [], memory_pct)
+    containers = ScriptedContainers(
+        calls=calls, outcomes=outcomes or {}, probes=probes or [], memory_pct=memory_pct
+    )
     journal = UnwrittenJournal()
 
     class LoggedJournal:

@@ -21,7 +21,6 @@ import pytest
 
 from llem_cli.campaign.load import load_campaign
 from llem_cli.campaign.servers import server_id
-from llem_cli.docker.outcome import ExecOutcome
 from llem_cli.docker.probe import GpuStatus, ProbeResult
 from llem_cli.errors import RunAborted
 from llem_cli.runner.dry_run import UnwrittenJournal
@@ -29,11 +28,11 @@ from llem_cli.runner.loop import CampaignLoop, LoopContext
 from llem_cli.runner.measuring import NoMeasuring
 from llem_cli.runner.schedule import order_experiments
 from llem_cli.runs.state import RunState
-from llem_cli.timestamps import utc_now
+from llem_testkit.fake_containers import FakeContainers
 
 
-@dataclass
-class ServerContainers:
+@dataclass(kw_only=True)
+class ServerContainers(FakeContainers):
     """A serving container layer from a script.
 
     ``load_polls``: ``ready`` answers not ready this many times after each start or restart;
@@ -41,14 +40,12 @@ class ServerContainers:
     ``memory``: probe memory percentages, consumed in order (then the last one stays).
     """
 
-    calls: list[tuple[str, ...]] = field(default_factory=list)
+    exec_s: float = 0.1
     load_polls: int = 2
     never_ready: bool = False
-    outcomes: Mapping[str, Sequence[str]] = field(default_factory=dict)
     memory: list[float] = field(default_factory=lambda: [92.0])
     command: dict[str, list[str]] = field(default_factory=dict)
     polls_left: int = 0
-    attempts: dict[str, int] = field(default_factory=dict)
 
     def start(self, service: str) -> None:
         self.calls.append(("start", service, " ".join(self.command.get(service, []))))
@@ -71,33 +68,8 @@ class ServerContainers:
     def logs_tail(self, service: str, lines: int = 20) -> str:
         return "loading weights\nCUDA error: out of memory\n"
 
-    def exec(
-        self,
-        service: str,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        timeout_s: float,
-        stdout_path: Path | None = None,
-        stderr_path: Path | None = None,
-    ) -> ExecOutcome:
-        assert env is not None
-        key = env["LLEM_EXPERIMENT_KEY"]
-        attempt = self.attempts.get(key, 0)
-        self.attempts[key] = attempt + 1
-        script = self.outcomes.get(key, ["ok"])
-        status = script[min(attempt, len(script) - 1)]
+    def work(self, service: str, argv: Sequence[str], env: Mapping[str, str], key: str) -> None:
         self.calls.append(("exec", service, " ".join(argv)))
-        now = utc_now()
-        return ExecOutcome(
-            status,  # type: ignore[arg-type]
-            exit_code=0 if status == "ok" else 1,
-            started_at=now,
-            ended_at=now,
-            duration_s=0.1,
-            detail="" if status == "ok" else "scripted",
-            container_running=False if status == "container_died" else None,
-        )
 
     def probe(
         self, service: str, argv: Sequence[str] | None = None, *, timeout_s: float | None = None
@@ -109,9 +81,6 @@ class ServerContainers:
     def restart(self, service: str) -> None:
         self.calls.append(("restart", service))
         self.polls_left = self.load_polls
-
-    def stop(self, service: str) -> None:
-        self.calls.append(("stop", service))
 
 
 SERVING = """
