@@ -101,8 +101,7 @@ def task_states(
                 job_id,
                 "--noheader",
                 "--parsable2",
-                "--format=JobID,State",
-                "--array",
+                "--format=JobID,State",  # an array's tasks as <job>_<task>, one per line
             ],
         )
         found: dict[int, str] = {}
