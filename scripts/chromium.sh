@@ -21,14 +21,8 @@ for name in chromium chromium-browser google-chrome google-chrome-stable; do
     fi
 done
 
-[ "$(id -u)" = 0 ] || die "no chromium on PATH, and installing it needs root (apt-get install chromium)"
-command -v apt-get >/dev/null 2>&1 || die "no chromium on PATH and no apt-get to install it"
-export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
-apt() { apt-get -qq -o=Dpkg::Use-Pty=0 "$@" >&2; }
-log "apt-get install chromium"
-if ! apt install -y --no-install-recommends chromium; then
-    log "apt-get update"
-    apt update
-    apt install -y --no-install-recommends chromium
-fi
+ROOT_HINT="or install chromium yourself"
+# shellcheck source=scripts/lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
+apt_install chromium
 command -v chromium || die "chromium installed but not on PATH"

@@ -50,55 +50,9 @@ die() {
     exit 1
 }
 
-have() { command -v "$1" >/dev/null 2>&1; }
-
-as_root() {
-    [ "$(id -u)" = 0 ] || die "need root to $* (run as root, or start a Docker engine yourself)"
-}
-
-# ---- apt ---------------------------------------------------------------------------------------
-
-APT_UPDATED=0
-apt_update() {
-    if [ "$APT_UPDATED" = 0 ]; then
-        log "apt-get update"
-        apt_get update
-        APT_UPDATED=1
-    fi
-}
-
-apt_get() {
-    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get -qq -o=Dpkg::Use-Pty=0 "$@" >&2
-}
-
-# apt_install PKG...: install those not installed yet; update the lists only when needed.
-apt_install() {
-    local missing=() p
-    for p in "$@"; do
-        case $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) in
-        *'install ok installed'*) ;;
-        *) missing+=("$p") ;;
-        esac
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    as_root "install ${missing[*]}"
-    have apt-get || die "no apt-get: install ${missing[*]} by hand"
-    # no package lists yet (or no candidate for one of them): update first
-    for p in "${missing[@]}"; do
-        # (no `| grep -q` under pipefail: an early grep exit fails the pipe with SIGPIPE)
-        if ! [[ $(apt-cache policy "$p" 2>/dev/null || true) =~ Candidate:\ [^\(] ]]; then
-            apt_update
-            break
-        fi
-    done
-    log "apt-get install ${missing[*]}"
-    if ! apt_get install -y --no-install-recommends "${missing[@]}"; then
-        [ "$APT_UPDATED" = 1 ] && die "apt-get install ${missing[*]} failed"
-        apt_update
-        apt_get install -y --no-install-recommends "${missing[@]}" ||
-            die "apt-get install ${missing[*]} failed"
-    fi
-}
+ROOT_HINT="run as root, or start a Docker engine yourself"
+# shellcheck source=scripts/lib/apt.sh
+. "$REPO/scripts/lib/apt.sh"
 
 # ---- engine ------------------------------------------------------------------------------------
 

@@ -48,81 +48,19 @@ for arg in "$@"; do
     esac
 done
 
-# an apt policy that keeps the packages' init scripts from starting daemons, while we install
-POLICY_RC=/usr/sbin/policy-rc.d
-POLICY_ADDED=0
-cleanup() { [ "$POLICY_ADDED" = 0 ] || rm -f "$POLICY_RC"; }
-trap cleanup EXIT
-
 log() { echo "slurm.sh: $*" >&2; }
 die() {
     log "error: $*"
     exit 1
 }
 
-have() { command -v "$1" >/dev/null 2>&1; }
-
-as_root() {
-    [ "$(id -u)" = 0 ] || die "need root to $* (run as root, or start a Slurm cluster yourself)"
-}
+ROOT_HINT="run as root, or start a Slurm cluster yourself"
+# shellcheck source=scripts/lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
+trap apt_policy_cleanup EXIT # apt_install --no-start's policy, should the install be cut short
 
 HOST=$(hostname -s)
 [ -n "$HOST" ] || die "hostname -s is empty"
-
-# ---- apt ---------------------------------------------------------------------------------------
-
-APT_UPDATED=0
-apt_update() {
-    if [ "$APT_UPDATED" = 0 ]; then
-        log "apt-get update"
-        apt_get update
-        APT_UPDATED=1
-    fi
-}
-
-apt_get() {
-    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get -qq -o=Dpkg::Use-Pty=0 "$@" >&2
-}
-
-# apt_install PKG...: install those not installed yet; update the lists only when needed.
-apt_install() {
-    local missing=() p
-    for p in "$@"; do
-        case $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) in
-        *'install ok installed'*) ;;
-        *) missing+=("$p") ;;
-        esac
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    as_root "install ${missing[*]}"
-    have apt-get || die "no apt-get: install ${missing[*]} by hand"
-    for p in "${missing[@]}"; do
-        # (no `| grep -q` under pipefail: an early grep exit fails the pipe with SIGPIPE)
-        if ! [[ $(apt-cache policy "$p" 2>/dev/null || true) =~ Candidate:\ [^\(] ]]; then
-            apt_update
-            break
-        fi
-    done
-    log "apt-get install ${missing[*]}"
-    # no systemd here: keep the packages' init scripts from starting daemons we start ourselves
-    if [ ! -e "$POLICY_RC" ]; then
-        printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC"
-        chmod 0755 "$POLICY_RC"
-        POLICY_ADDED=1
-    fi
-    local rc=0
-    if ! apt_get install -y --no-install-recommends "${missing[@]}"; then
-        if [ "$APT_UPDATED" = 1 ]; then
-            rc=1
-        else
-            apt_update
-            apt_get install -y --no-install-recommends "${missing[@]}" || rc=1
-        fi
-    fi
-    cleanup
-    POLICY_ADDED=0
-    [ "$rc" = 0 ] || die "apt-get install ${missing[*]} failed"
-}
 
 # ---- processes ---------------------------------------------------------------------------------
 
@@ -351,7 +289,7 @@ ensure_slurm() {
     exec 9>"$LOCK"
     flock -w $((WAIT_S + 120)) 9 || die "another slurm.sh holds $LOCK"
 
-    apt_install munge slurmctld slurmd slurm-client
+    apt_install --no-start munge slurmctld slurmd slurm-client
     ensure_munge
     ensure_devices
     mkdir -p "$BASE/state" "$BASE/spool" "$RUN_DIR"
