@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llem_cli.runs.state import replay
+from llem_cli.runs.layout import RunDir
+from llem_cli.runs.shards import journal_paths, replay_run
 from llem_testkit import REPO_ROOT, TEST_IMAGE
 from llem_testkit.e2e import (
     E2ECampaign,
@@ -128,11 +129,16 @@ class Tally:
 
 
 def tally(run_dir: Path, keys: list[str]) -> Tally:
-    """Count ok ``experiment_finished`` events per key over the whole journal."""
+    """Count ok ``experiment_finished`` events per key over the whole journal (a sharded run's:
+    every shard's journal; finished when every shard is)."""
+    run = RunDir(run_dir)
     oks = Counter(
-        e["key"] for e in of_type(run_dir, "experiment_finished") if e["record"]["status"] == "ok"
+        e["key"]
+        for journal in journal_paths(run)
+        for e in of_type(journal.parent, "experiment_finished")
+        if e["record"]["status"] == "ok"
     )
-    state = replay(run_dir / "journal.jsonl")
+    state = replay_run(run)
     return Tally(
         lost=[k for k in keys if oks[k] == 0],
         duplicated=[k for k in keys if oks[k] > 1],

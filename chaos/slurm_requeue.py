@@ -26,9 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from chaos.common import E2ECampaign, Row, log, new_campaign, plan_keys_of, scratch
-from llem_cli.runs.layout import RunDir
-from llem_cli.runs.shards import replay_run
+from chaos.common import E2ECampaign, Row, log, new_campaign, plan_keys_of, scratch, tally
 from llem_testkit.e2e import events, shard_containers
 from llem_testkit.four_gpus import busy_campaign, overlaps
 from llem_testkit.nvml_stub import build_stub, new_stub
@@ -83,21 +81,14 @@ def ended(states: dict[str, str]) -> bool:
 
 def check(c: E2ECampaign, run: Path, keys: list[str], row: Row, kills: int) -> None:
     """Account one campaign's keys over every shard's journal."""
-    oks: Counter[str] = Counter()
-    for shard in range(SHARDS):
-        for e in shard_journal_events(run, shard):
-            if e["type"] == "experiment_finished" and e["record"]["status"] == "ok":
-                oks[e["record"]["key"]] += 1
-    lost = [k for k in keys if oks[k] == 0]
-    duplicated = [k for k in keys if oks[k] > 1]
-    row.lost += len(lost)
-    row.duplicated += len(duplicated)
-    if lost or duplicated:
-        row.fail(f"{c.name}: lost {lost}, duplicated {duplicated} ({run})")
-    state = replay_run(RunDir(run))
-    if state.defects:
-        row.fail(f"{c.name}: journal defects {[str(d) for d in state.defects]}")
-    if not state.finished:
+    t = tally(run, keys)
+    row.lost += len(t.lost)
+    row.duplicated += len(t.duplicated)
+    if t.lost or t.duplicated:
+        row.fail(f"{c.name}: lost {t.lost}, duplicated {t.duplicated} ({run})")
+    if t.defects:
+        row.fail(f"{c.name}: journal defects {t.defects}")
+    if not t.finished:
         row.fail(f"{c.name}: not every shard finished")
     both = overlaps(c.root / "busy")
     if both:
@@ -106,7 +97,7 @@ def check(c: E2ECampaign, run: Path, keys: list[str], row: Row, kills: int) -> N
     if left:
         row.fail(f"{c.name}: containers left {left}")
     row.containers_left += len(left)
-    if not (lost or duplicated or state.defects or both or left) and state.finished:
+    if t.ok and not both and not left:
         row.passed += kills
 
 
@@ -161,8 +152,7 @@ def run(quick: bool = False, seed: int = 20261128) -> Row:
                     campaigns, kills_here = campaigns + 1, 0
                     continue
                 running = [int(t) for t, s in states.items() if s == "RUNNING"]
-                pids = {k: task_pids(run_dir, k) for k in running}
-                targets = [k for k in running if pids[k]]
+                targets = [k for k in running if task_pids(run_dir, k)]
                 if not targets:
                     time.sleep(0.1)
                     continue
