@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,9 +85,9 @@ def write_slurm(
     write_shard_map(run.root, cut)
     script = run.root / SCRIPT_NAME
     atomic_write_text(script, render_sbatch(spec_for(run.root)), mode=0o755)
+    per_config = Counter(e.config.config_id for e in experiments)
     sizes = ", ".join(
-        f"s{k}: {sum(1 for e in experiments if e.config.config_id in block)}"
-        for k, block in enumerate(cut.shards)
+        f"s{k}: {sum(per_config[c] for c in block)}" for k, block in enumerate(cut.shards)
     )
     out.info(f"{shards} shard(s) of {len(configs)} configuration(s), experiments per shard {sizes}")
     click.echo(str(script))

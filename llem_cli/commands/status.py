@@ -97,7 +97,7 @@ def _lane_events(journal: Path, in_flight: set[str]) -> list[dict[str, Any]]:
     return list(_scanned_events(journal, in_flight))
 
 
-def _line_at(data: mmap.mmap, start: int) -> dict[str, Any] | None:
+def line_at(data: mmap.mmap, start: int) -> dict[str, Any] | None:
     """The event on the line that begins at ``start`` (None: damaged)."""
     end = data.find(b"\n", start)
     try:
@@ -127,7 +127,7 @@ def _session_events(data: mmap.mmap, in_flight: set[str]) -> list[dict[str, Any]
                 found.append(begins)
                 break
             at = data.rfind(needle, session, begins)
-    events = (_line_at(data, start) for start in sorted(found))
+    events = (line_at(data, start) for start in sorted(found))
     return [e for e in events if e is not None and e.get("type") in _LANE_EVENTS]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from llem_cli.commands.status import summarize
+from llem_cli.commands.status import line_at, summarize
 from llem_cli.output import Output
 from llem_cli.runs.layout import RunDir, planned_keys
 from llem_cli.runs.shards import ShardMap, read_shard_map, shard_runs
@@ -37,13 +37,9 @@ def latest_session(journal: Path) -> dict[str, Any] | None:
                 return None
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 at = data.rfind(_RUN_STARTED)
-                if at < 0:
-                    return None
-                end = data.find(b"\n", at)
-                event = json.loads(data[at : end if end >= 0 else len(data)])
+                return line_at(data, at) if at >= 0 else None
     except (OSError, ValueError):
         return None
-    return event if isinstance(event, dict) else None
 
 
 def _shard_keys(plan: list[str], configs: tuple[str, ...]) -> list[str]:

@@ -6,12 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-import yaml
-
 from llem_cli.errors import UsageProblem
 from llem_cli.runs.layout import RunDir, planned_keys
 from llem_cli.runs.record import Record
-from llem_cli.runs.resolve import resolve_target
+from llem_cli.runs.resolve import resolve_target, run_campaign_doc
 from llem_cli.runs.shards import replay_run
 
 
@@ -26,11 +24,7 @@ class RunRecords:
 
 def _energy_per(run: RunDir) -> list[str]:
     """``results.per`` from the run's copy of the campaign (read raw: its paths are elsewhere)."""
-    try:
-        data = yaml.safe_load(run.campaign.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return []
-    results = data.get("results") if isinstance(data, dict) else None
+    results = run_campaign_doc(run).get("results")
     per = results.get("per") if isinstance(results, dict) else None
     return [p for p in per if isinstance(p, str)] if isinstance(per, list) else []
 

@@ -126,20 +126,18 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
         if not is_disk_error(exc):
             raise
         raise disk_problem(exc, results) from None
-    lock = RunLock(campaign.project_name, run.own)
-    # a shard also locks in the run directory, which every node sees: the same shard started
-    # on two nodes (a resubmission while the first job still runs) would run its experiments
-    # twice; the host lock above only keeps out a second run on this node
-    shard_lock = RunLock(campaign.project_name, run.own, directory=run.own) if shard else None
+    locks = [RunLock(campaign.project_name, run.own)]
+    if shard is not None:
+        # a shard also locks in the run directory, which every node sees: the same shard
+        # started on two nodes (a resubmission while the first job still runs) would run its
+        # experiments twice; the host's lock only keeps out a second run on this node
+        locks.append(RunLock(campaign.project_name, run.own, directory=run.own))
     try:
-        lock.acquire()
-        if shard_lock is not None:
-            try:
-                shard_lock.acquire()
-            except BaseException:
-                lock.release()
-                raise
+        for lock in locks:
+            lock.acquire()
     except BaseException:
+        for lock in locks:
+            lock.release()  # (a lock not taken: nothing to release)
         if not resumed and shard is None:  # a refused run leaves nothing: not its directory
             shutil.rmtree(run.root, ignore_errors=True)
             with contextlib.suppress(OSError):
@@ -155,9 +153,8 @@ def execute(loaded: LoadedCampaign, request: RunRequest, reporter: Reporter) -> 
             raise
         raise disk_problem(exc, run.root) from None
     finally:
-        if shard_lock is not None:
-            shard_lock.release()
-        lock.release()
+        for lock in reversed(locks):
+            lock.release()
 
 
 def _execute_locked(
@@ -448,7 +445,7 @@ def _write_results(run: RunDir, state: RunState | None = None) -> None:
     # callers pass only full replays (never slim=True), so there is no Settled stand-in
     write_results_csv(run.results_csv, cast("Iterable[Record]", state.records.values()))
     if run.shard is not None:  # and the run's, every shard's records together
-        write_merged_results(run.root)
+        write_merged_results(run.root, current=(run.shard, state))
 
 
 __all__ = ["EXIT_ABORTED", "RunRequest", "execute"]

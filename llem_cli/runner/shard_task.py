@@ -43,10 +43,6 @@ class ShardTask:
         assert self.run.shard is not None
         return self.run.shard
 
-    def journal_fields(self) -> dict[str, object]:
-        """What ``run_started`` says of the shard and its Slurm job."""
-        return {"shard": self.number, "slurm": self.slurm.journal_fields()}
-
 
 def open_shard(
     loaded: LoadedCampaign,

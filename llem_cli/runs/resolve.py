@@ -7,6 +7,7 @@ shapes; they all ask here, so the rules and the messages for a wrong path are th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -69,26 +70,24 @@ def campaign_of_run(run: RunDir) -> str | None:
     event = first_event(run.journal)
     name = event.get("campaign") if event and event.get("type") == "run_started" else None
     if name is None and is_sharded(run.root):
-        name = _campaign_field(run, "name")
+        name = run_campaign_doc(run).get("name")
     return name if isinstance(name, str) else None
 
 
-def _campaign_field(run: RunDir, field: str) -> object:
-    """A top-level field of the run's ``campaign.yaml`` (None if unreadable)."""
+def run_campaign_doc(run: RunDir) -> dict[str, Any]:
+    """The run's ``campaign.yaml`` as plain YAML, unchecked (its relative paths point
+    elsewhere, so it is not loaded as a campaign); empty when unreadable."""
     try:
         data = yaml.safe_load(run.campaign.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
-        return None
-    return data.get(field) if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def project_of_run(run: RunDir) -> str | None:
     """The compose project recorded in a run's ``campaign.yaml`` (None if unreadable)."""
-    try:
-        data = yaml.safe_load(run.campaign.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+    data = run_campaign_doc(run)
+    if not isinstance(data.get("name"), str):
         return None
     project = data.get("project")
     return project if isinstance(project, str) else default_project(data["name"])

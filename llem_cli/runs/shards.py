@@ -153,17 +153,23 @@ def journal_paths(run: RunDir) -> list[Path]:
     return [s.journal for s in shards] if shards else [run.journal]
 
 
-def write_merged_results(root: Path) -> None:
+def write_merged_results(root: Path, *, current: tuple[int, RunState] | None = None) -> None:
     """The run's own ``results.csv``, every shard's records in plan order, rewritten when a
     shard ends. Shards end at once on several nodes: the rewrite (replay every journal, then
     replace the file) is done under an exclusive lock in the run directory, so the last
-    writer always read every shard's latest journal and no finished shard's rows are lost."""
+    writer always read every shard's latest journal and no finished shard's rows are lost.
+    ``current``: the ending shard's number and full replay, used instead of a second one."""
     run = RunDir(root)
     lock_path = root / "slurm" / "results.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        state = replay_run(run)
+        state = merge_states(
+            [
+                current[1] if current and shard.shard == current[0] else replay(shard.journal)
+                for shard in shard_runs(run)
+            ]
+        )
         order = {key: i for i, key in enumerate(planned_keys(run) or [])}
         records = sorted(state.records.values(), key=lambda r: order.get(r.key, len(order)))
         # a full replay (no slim=True): every record is a Record
